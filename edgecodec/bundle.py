@@ -1,0 +1,134 @@
+"""A model bundle: a folder with ``manifest.json``, the parse-deciding ``entropy.npz``,
+the numpy-reference ``transforms.npz`` and one artifact set per export target.
+
+The model digest identifies what a bitstream means: the sha256 of the
+canonical JSON of ``manifest["model"]`` (configuration plus the sha256 of both
+``.npz`` files). Runtime artifacts are derived from the same weights and do not
+enter it, so re-exporting TFLite does not invalidate streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .entropy.cdf import CdfTables
+from .entropy.intnet import IntNet
+from .entropy.latents import EntropyModel, LatentConfig
+from .errors import BundleError
+
+MANIFEST = "manifest.json"
+BUNDLE_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_digest(model_section: dict) -> str:
+    return hashlib.sha256(json.dumps(model_section, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def default_bundle_path() -> Path:
+    return Path(__file__).resolve().parent / "data" / "bundle"
+
+
+class Bundle:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_bundle_path()
+        mpath = self.path / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"no model bundle at {self.path} (missing {MANIFEST}); pass --model with an exported bundle folder")
+        try:
+            self.manifest = json.loads(mpath.read_text())
+            model = self.manifest["model"]
+            self.digest = model_digest(model)
+            self.latent = LatentConfig(**model["latent"])
+            self.levels = int(model["levels"])
+            self.downsample = int(model.get("downsample", 64))
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"model bundle manifest at {mpath} is invalid ({e})") from None
+        if self.manifest.get("bundle_version") != BUNDLE_VERSION:
+            raise BundleError(f"bundle version {self.manifest.get('bundle_version')} is not supported (expected {BUNDLE_VERSION})")
+        for key, name in (("entropy_sha256", "entropy.npz"), ("transforms_sha256", "transforms.npz")):
+            f = self.path / name
+            if not f.is_file():
+                raise BundleError(f"model bundle {self.path} lacks {name}")
+            if sha256_file(f) != model[key]:
+                raise BundleError(f"{f} does not match its manifest checksum; re-export the bundle")
+
+    @property
+    def digest_bytes(self) -> bytes:
+        return bytes.fromhex(self.digest)[:16]
+
+    @cached_property
+    def entropy_model(self) -> EntropyModel:
+        with np.load(self.path / "entropy.npz") as a:
+            arrays = dict(a)
+        return EntropyModel(
+            self.latent,
+            IntNet.from_arrays(arrays, "hyper."),
+            CdfTables.from_arrays(arrays, "y."),
+            CdfTables.from_arrays(arrays, "z."),
+        )
+
+    @cached_property
+    def transforms(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "transforms.npz") as a:
+            return dict(a)
+
+    def gains(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, inverse gain) for quality 1..levels, each shaped (1, M, 1, 1) float32."""
+        if not 1 <= quality <= self.levels:
+            raise ValueError(f"quality must be 1..{self.levels}")
+        t = self.transforms
+        m = self.latent.y_channels
+        return (
+            t["gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
+            t["inv_gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
+        )
+
+    def artifact(self, target: str, role: str) -> Path:
+        """Path of a runtime artifact (``role`` is 'analysis' or 'synthesis'), checksum-verified."""
+        entry = self.manifest.get("artifacts", {}).get(target)
+        if not entry or role not in entry.get("files", {}):
+            raise BundleError(f"bundle {self.path} has no {target} {role} artifact; run `edgecodec export --target {target}`")
+        rel = entry["files"][role]
+        p = self.path / rel
+        if not p.is_file():
+            raise BundleError(f"bundle file {p} is missing")
+        return p
+
+
+def write_bundle(path: Path, model_section: dict, entropy_arrays: dict, transform_arrays: dict, extra: dict | None = None) -> Path:
+    """Write the core of a bundle (manifest + both .npz); artifacts are added by exporters."""
+    path.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path / "entropy.npz", **entropy_arrays)
+    np.savez_compressed(path / "transforms.npz", **transform_arrays)
+    model = dict(model_section)
+    model["entropy_sha256"] = sha256_file(path / "entropy.npz")
+    model["transforms_sha256"] = sha256_file(path / "transforms.npz")
+    manifest = {"format": "edgecodec-bundle", "bundle_version": BUNDLE_VERSION, "model": model, "artifacts": {}}
+    manifest.update(extra or {})
+    manifest["digest"] = model_digest(model)
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return path
+
+
+def add_artifact(path: Path, target: str, files: dict[str, str], meta: dict) -> None:
+    mpath = path / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    manifest.setdefault("artifacts", {})[target] = {
+        "files": files,
+        "sha256": {k: sha256_file(path / v) for k, v in files.items()},
+        **meta,
+    }
+    mpath.write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -1,0 +1,154 @@
+"""Encode/decode orchestration: image <-> transforms (backend) <-> integer entropy model <-> container."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import container
+from .bundle import Bundle
+from .entropy.latents import Parse
+from .errors import CorruptStreamError, InputError, ModelMismatchError
+from .runtimes.base import Backend
+
+Z_SUB, Y_SUB = 1, 2
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    reconstruction: np.ndarray  # what the decoder will produce (same backend), HxWxC like the input
+    width: int
+    height: int
+    quality: int
+    psnr: float
+    parse: Parse
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * len(self.data) / (self.width * self.height)
+
+
+@dataclass
+class DecodeResult:
+    image: np.ndarray
+    header: container.Header
+    parse: Parse
+    timings: dict = field(default_factory=dict)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
+
+
+def _to_rgb8(img: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16 -> (HxWx3 uint8, channels, bit depth). Alpha is dropped."""
+    if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
+        raise InputError("image must be a non-empty HxW or HxWxC array")
+    if img.dtype == np.uint8:
+        depth = 8
+        x = img
+    elif img.dtype == np.uint16:
+        depth = 16
+        x = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    else:
+        raise InputError(f"unsupported pixel type {img.dtype}; expected 8- or 16-bit integers")
+    if x.ndim == 2:
+        x = x[:, :, None]
+    c = x.shape[2]
+    if c == 4:
+        x = x[:, :, :3]
+    elif c not in (1, 3):
+        raise InputError(f"unsupported channel count {c}; expected 1, 3 or 4")
+    channels = 1 if c == 1 else 3
+    if channels == 1:
+        x = np.repeat(x, 3, axis=2)
+    return np.ascontiguousarray(x), channels, depth
+
+
+def _from_rgb8(rgb: np.ndarray, channels: int, depth: int) -> np.ndarray:
+    out = rgb
+    if channels == 1:
+        out = np.rint(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    if depth == 16:
+        out = out.astype(np.uint16) * 257
+    return out
+
+
+def _pad(rgb: np.ndarray, multiple: int) -> np.ndarray:
+    h, w, _ = rgb.shape
+    ph, pw = -h % multiple, -w % multiple
+    x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
+
+
+def _to_uint8(x_hat: np.ndarray, h: int, w: int) -> np.ndarray:
+    img = x_hat[0, :, :h, :w].transpose(1, 2, 0)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | None = None) -> EncodeResult:
+    bundle = bundle or backend.bundle
+    if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= bundle.levels:
+        raise InputError(f"quality must be an integer 1..{bundle.levels}, got {quality!r}")
+    rgb, channels, depth = _to_rgb8(image)
+    h, w, _ = rgb.shape
+    if h > container.MAX_SIDE or w > container.MAX_SIDE or h * w > container.MAX_PIXELS:
+        raise InputError(f"image {w}x{h} is larger than the supported {container.MAX_SIDE}px per side")
+    t0 = time.perf_counter()
+    x = _pad(rgb, bundle.downsample)
+    gain, inv_gain = bundle.gains(int(quality))
+    y, z = backend.analysis(x, gain)
+    t1 = time.perf_counter()
+    em = bundle.entropy_model
+    parse, subs = em.encode(np.rint(y[0]).astype(np.int64), np.rint(z[0]).astype(np.int64))
+    t2 = time.perf_counter()
+    header = container.Header(bundle.digest_bytes, w, h, channels, depth, int(quality), bundle.latent.precision)
+    data = container.pack(header, [container.Substream(i, lanes, p) for i, lanes, p in subs])
+    x_hat = backend.synthesis(parse.y[None].astype(np.float32), inv_gain)
+    rec = _to_uint8(x_hat, h, w)
+    t3 = time.perf_counter()
+    return EncodeResult(
+        data, _from_rgb8(rec, channels, depth), w, h, int(quality), psnr(rec, rgb), parse,
+        {"analysis": t1 - t0, "entropy": t2 - t1, "synthesis": t3 - t2},
+    )
+
+
+def read_header(data: bytes, bundle: Bundle) -> tuple[container.Header, list[container.Substream]]:
+    header, subs = container.unpack(data)
+    if header.model_digest != bundle.digest_bytes:
+        raise ModelMismatchError(
+            f"stream was made by model {header.model_digest.hex()} but the loaded model is {bundle.digest[:32]}; "
+            "decode with the bundle that encoded it (--model)"
+        )
+    if header.precision != bundle.latent.precision:
+        raise CorruptStreamError("coder precision in header does not match the model; the file is corrupt")
+    if not 1 <= header.quality <= bundle.levels:
+        raise CorruptStreamError(f"quality {header.quality} is not a level of this model; the file is corrupt")
+    return header, subs
+
+
+def parse_stream(data: bytes, bundle: Bundle) -> tuple[container.Header, Parse]:
+    """Entropy-decode a stream: everything it means, with no transform run."""
+    header, subs = read_header(data, bundle)
+    d = bundle.downsample
+    hp, wp = -(-header.height // d) * d, -(-header.width // d) * d
+    m = {s.id: (s.lanes, s.payload) for s in subs}
+    parse = bundle.entropy_model.decode(m, (bundle.latent.z_channels, hp // d, wp // d), (hp // 16, wp // 16))
+    return header, parse
+
+
+def decode(data: bytes, backend: Backend, bundle: Bundle | None = None) -> DecodeResult:
+    bundle = bundle or backend.bundle
+    t0 = time.perf_counter()
+    header, parse = parse_stream(data, bundle)
+    t1 = time.perf_counter()
+    _, inv_gain = bundle.gains(header.quality)
+    x_hat = backend.synthesis(parse.y[None].astype(np.float32), inv_gain)
+    rgb = _to_uint8(x_hat, header.height, header.width)
+    t2 = time.perf_counter()
+    return DecodeResult(_from_rgb8(rgb, header.channels, header.bit_depth), header, parse, {"entropy": t1 - t0, "synthesis": t2 - t1})

@@ -1,0 +1,156 @@
+"""Integer network executor for everything that decides the parse.
+
+Each layer is ``conv -> requantize -> clamp [-> depth-to-space]``:
+
+* inputs and weights are integers (activations 8-bit, weights int8 in
+  ``[-127, 127]``), bias int32 at scale ``s_in * s_w``;
+* the accumulator is exact: a float64 matrix product of integer operands whose
+  partial sums stay below 2**53 (checked when the layer is built), then int64;
+* requantization is ``(acc * mult + 2**(shift - 1)) >> shift`` in int64 with
+  per-channel ``mult < 2**31`` and ``shift`` in 1..62, i.e. rounding half up
+  (towards +inf) — the one rounding rule of this path;
+* the result is clamped per channel to ``[lo, hi]`` (``lo = 0`` is the ReLU).
+
+Nothing here depends on BLAS summation order, thread count or numpy version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BundleError
+from ..nn import conv2d, depth_to_space, weight_matrix
+
+EXACT_LIMIT = 1 << 53
+
+
+@dataclass(frozen=True)
+class IntLayer:
+    weight: np.ndarray  # (Cout, Cin, k, k) int8
+    bias: np.ndarray  # (Cout,) int64
+    mult: np.ndarray  # (Cout,) int64, < 2**31
+    shift: np.ndarray  # (Cout,) int64, 1..62
+    lo: np.ndarray  # (Cout,) int64
+    hi: np.ndarray  # (Cout,) int64
+    stride: int = 1
+    d2s: int = 1  # depth-to-space factor applied after the clamp
+    in_max: int = 255  # largest |input| this layer accepts
+
+    def __post_init__(self) -> None:
+        w = self.weight
+        if w.ndim != 4 or w.shape[2] != w.shape[3] or w.dtype != np.int8:
+            raise BundleError("integer layer weights must be int8 (Cout, Cin, k, k)")
+        cout = w.shape[0]
+        for name in ("bias", "mult", "shift", "lo", "hi"):
+            if getattr(self, name).shape != (cout,):
+                raise BundleError(f"integer layer {name} must have {cout} entries")
+        if self.mult.min() < 0 or self.mult.max() >= 1 << 31 or self.shift.min() < 1 or self.shift.max() > 62:
+            raise BundleError("integer layer requantization parameters out of range")
+        k_terms = w.shape[1] * w.shape[2] * w.shape[3]
+        bound = k_terms * 127 * self.in_max
+        if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
+            raise BundleError("integer layer too large for exact accumulation")
+        object.__setattr__(self, "_w2d", weight_matrix(w, np.float64))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        k = self.weight.shape[2]
+        acc = conv2d(x.astype(np.float64), self._w2d, k, self.stride, k // 2)
+        acc = acc.astype(np.int64) + self.bias[:, None, None]
+        sh = self.shift[:, None, None]
+        out = (acc * self.mult[:, None, None] + (np.int64(1) << (sh - 1))) >> sh
+        out = np.clip(out, self.lo[:, None, None], self.hi[:, None, None])
+        return depth_to_space(out, self.d2s) if self.d2s > 1 else out
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        meta = np.array([self.stride, self.d2s, self.in_max], dtype=np.int64)
+        return {
+            f"{prefix}weight": self.weight,
+            f"{prefix}bias": self.bias,
+            f"{prefix}mult": self.mult,
+            f"{prefix}shift": self.shift,
+            f"{prefix}lo": self.lo,
+            f"{prefix}hi": self.hi,
+            f"{prefix}meta": meta,
+        }
+
+    @classmethod
+    def from_arrays(cls, a, prefix: str) -> IntLayer:
+        try:
+            stride, d2s, in_max = (int(v) for v in a[f"{prefix}meta"])
+            return cls(
+                np.asarray(a[f"{prefix}weight"]).astype(np.int8),
+                *(np.asarray(a[f"{prefix}{n}"]).astype(np.int64) for n in ("bias", "mult", "shift", "lo", "hi")),
+                stride=stride,
+                d2s=d2s,
+                in_max=in_max,
+            )
+        except KeyError as e:
+            raise BundleError(f"bundle lacks integer-network array {e.args[0]!r}") from None
+
+
+class IntNet:
+    def __init__(self, layers: list[IntLayer]):
+        self.layers = layers
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.int64)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}count": np.asarray(len(self.layers), dtype=np.int64)}
+        for i, layer in enumerate(self.layers):
+            out.update(layer.arrays(f"{prefix}{i}."))
+        return out
+
+    @classmethod
+    def from_arrays(cls, a, prefix: str) -> IntNet:
+        if f"{prefix}count" not in a:
+            raise BundleError(f"bundle lacks the integer network {prefix.rstrip('.')!r}")
+        return cls([IntLayer.from_arrays(a, f"{prefix}{i}.") for i in range(int(a[f"{prefix}count"]))])
+
+
+def fixed_point(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mult, shift) with mult in [2**30, 2**31) and mult / 2**shift ~= real."""
+    real = np.asarray(real, dtype=np.float64)
+    if np.any(real <= 0):
+        raise ValueError("requantization scale must be positive")
+    exp = np.floor(np.log2(real)).astype(np.int64)
+    shift = np.clip(30 - exp, 1, 62)
+    mult = np.rint(real * np.exp2(shift.astype(np.float64))).astype(np.int64)
+    over = mult >= 1 << 31
+    mult[over] >>= 1
+    shift[over] -= 1
+    return mult, shift
+
+
+def quantize_conv(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    s_in: float,
+    s_out: np.ndarray | float,
+    lo: np.ndarray | int,
+    hi: np.ndarray | int,
+    stride: int = 1,
+    d2s: int = 1,
+    in_max: int = 255,
+) -> IntLayer:
+    """Quantize a float conv (per-output-channel symmetric int8 weights) to an ``IntLayer``.
+
+    ``s_in`` is the real value of one input step; ``s_out`` that of one output
+    step (per channel allowed). Export-time only.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    cout = weight.shape[0]
+    w_scale = np.abs(weight).reshape(cout, -1).max(1) / 127.0
+    w_scale = np.where(w_scale > 0, w_scale, 1.0)
+    wq = np.clip(np.rint(weight / w_scale[:, None, None, None]), -127, 127).astype(np.int8)
+    bq = np.rint(np.asarray(bias, dtype=np.float64) / (s_in * w_scale)).astype(np.int64)
+    s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), (cout,))
+    mult, shift = fixed_point(s_in * w_scale / s_out)
+    lo_a = np.broadcast_to(np.asarray(lo, dtype=np.int64), (cout,)).copy()
+    hi_a = np.broadcast_to(np.asarray(hi, dtype=np.int64), (cout,)).copy()
+    return IntLayer(wq, bq, mult, shift, lo_a, hi_a, stride=stride, d2s=d2s, in_max=in_max)

@@ -1,0 +1,162 @@
+"""The integer entropy model: from z symbols to every y table index, and the two substreams.
+
+* ``z`` (hyper-latent, C_z x h x w) is coded with one fixed table per channel.
+* The integer hyper-decoder maps ``z`` to, per y element, a scale index ``s``
+  in ``0..S-1`` and a mean ``mq`` in 1/F units. With ``m = floor(mq / F)`` and
+  ``f = mq - F*m``, the element codes ``y - m`` with table ``s*F + f`` (a
+  Gaussian of mean f/F and scale ``scales[s]``).
+* Elements with ``s < skip_below`` are not coded: both sides infer
+  ``y = floor((mq + F/2) / F)``, so the encoder must reconstruct with that value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CorruptStreamError
+from . import rans
+from .cdf import CdfTables, gaussian_pmf, logistic_pmf
+from .intnet import IntNet
+
+Y_CLAMP = 127  # the synthesis input is int8: |y| <= 127
+Z_CLAMP = 127  # the integer hyper-decoder input is int8 too
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    y_channels: int
+    z_channels: int
+    scale_min: float
+    scale_max: float
+    scale_levels: int
+    mean_steps: int
+    skip_below: int
+    precision: int
+
+    def __post_init__(self) -> None:
+        if self.scale_levels < 2 or self.mean_steps < 1 or not 0 <= self.skip_below <= self.scale_levels:
+            raise ValueError("invalid latent configuration")
+
+    def scales(self) -> np.ndarray:
+        step = math.log(self.scale_max / self.scale_min) / (self.scale_levels - 1)
+        return self.scale_min * np.exp(step * np.arange(self.scale_levels))
+
+
+def build_y_tables(cfg: LatentConfig) -> CdfTables:
+    pmfs, offs = [], []
+    min_prob = 2.0 ** -cfg.precision
+    for s in cfg.scales():
+        for f in range(cfg.mean_steps):
+            p, lo = gaussian_pmf(f / cfg.mean_steps, float(s), min_prob)
+            pmfs.append(p)
+            offs.append(lo)
+    return CdfTables.from_pmfs(pmfs, offs, cfg.precision)
+
+
+def build_z_tables(means: np.ndarray, scales: np.ndarray, precision: int) -> CdfTables:
+    pmfs, offs = [], []
+    for m, s in zip(np.ravel(means), np.ravel(scales)):
+        p, lo = logistic_pmf(float(m), float(s), 2.0 ** -precision)
+        pmfs.append(p)
+        offs.append(lo)
+    return CdfTables.from_pmfs(pmfs, offs, precision)
+
+
+@dataclass
+class Parse:
+    """Everything the bitstream means, before any transform runs."""
+
+    z: np.ndarray  # (Cz, hz, wz) int64
+    y: np.ndarray  # (M, hy, wy) int64, skipped elements filled in
+    table: np.ndarray  # (M, hy, wy) int64 y table index
+    coded: np.ndarray  # (M, hy, wy) bool
+    stats: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.z, self.y, self.table, self.coded):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+
+class EntropyModel:
+    def __init__(self, cfg: LatentConfig, hyper: IntNet, y_tables: CdfTables, z_tables: CdfTables):
+        if y_tables.count != cfg.scale_levels * cfg.mean_steps or z_tables.count != cfg.z_channels:
+            raise ValueError("table counts do not match the latent configuration")
+        self.cfg = cfg
+        self.hyper = hyper
+        self.y_tables = y_tables
+        self.z_tables = z_tables
+        self._y_dec = rans.Decoder(y_tables)
+        self._z_dec = rans.Decoder(z_tables)
+
+    def y_params(self, z: np.ndarray, y_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(table index, integer mean offset, coded mask) for every y element, from z alone."""
+        cfg = self.cfg
+        raw = self.hyper(z)
+        m = cfg.y_channels
+        if raw.shape != (2 * m, *y_shape):
+            raise CorruptStreamError("hyper-latent shape does not match the image size")
+        mq, s = raw[:m], raw[m:]
+        f = cfg.mean_steps
+        m_int = np.floor_divide(mq, f)
+        table = s * f + (mq - f * m_int)
+        coded = s >= cfg.skip_below
+        inferred = np.floor_divide(mq + f // 2, f)
+        return table, np.where(coded, m_int, inferred), coded
+
+    def _z_table(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.broadcast_to(np.arange(self.cfg.z_channels)[:, None, None], shape)
+
+    def encode(self, y: np.ndarray, z: np.ndarray) -> tuple[Parse, list[tuple[int, int, bytes]]]:
+        """Code integer latents. Returns the parse (with the y the decoder will see) and substreams
+        as (id, lanes, payload)."""
+        cfg = self.cfg
+        z = np.clip(np.asarray(z, dtype=np.int64), -Z_CLAMP, Z_CLAMP)
+        y = np.asarray(y, dtype=np.int64)
+        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP)
+        table, base, coded = self.y_params(z, y.shape[1:])
+        y_final = np.where(coded, y_clamped, base)
+        zt = self._z_table(z.shape)
+        z_bits = self.z_tables.model_bits(z.ravel(), zt.ravel())
+        yv = (y_final - base)[coded]
+        yt = table[coded]
+        y_bits = self.y_tables.model_bits(yv, yt)
+        z_lanes = rans.choose_lanes(z.size, z_bits)
+        y_lanes = rans.choose_lanes(yv.size, y_bits)
+        subs = [
+            (1, z_lanes, rans.encode(z.ravel(), zt.ravel(), self.z_tables, z_lanes)),
+            (2, y_lanes, rans.encode(yv, yt, self.y_tables, y_lanes)),
+        ]
+        stats = {
+            "clamped": int(np.count_nonzero(y != y_clamped)),
+            "skipped": int(y.size - np.count_nonzero(coded)),
+            "skip_changed": int(np.count_nonzero((y_clamped != y_final))),
+            "y_elements": int(y.size),
+            "model_bits": z_bits + y_bits,
+            "z_lanes": z_lanes,
+            "y_lanes": y_lanes,
+        }
+        return Parse(z, y_final, table, coded, stats), subs
+
+    def decode(self, subs: dict[int, tuple[int, bytes]], z_shape: tuple[int, int, int], y_hw: tuple[int, int]) -> Parse:
+        if 1 not in subs or 2 not in subs:
+            raise CorruptStreamError("stream lacks its latent substreams")
+        zt = self._z_table(z_shape)
+        z_lanes, z_payload = subs[1]
+        z = self._z_dec.decode(z_payload, zt.ravel(), z_lanes).reshape(z_shape)
+        if np.abs(z).max(initial=0) > Z_CLAMP:
+            raise CorruptStreamError("hyper-latent value out of range; the file is corrupt")
+        table, base, coded = self.y_params(z, y_hw)
+        y = base.copy()
+        y_lanes, y_payload = subs[2]
+        yv = self._y_dec.decode(y_payload, table[coded], y_lanes)
+        y[coded] += yv
+        if np.abs(y).max(initial=0) > Y_CLAMP:
+            raise CorruptStreamError("latent value out of range; the file is corrupt")
+        return Parse(z, y, table, coded)

@@ -1,0 +1,187 @@
+"""Interleaved rANS in numpy: every coder step is a few vector operations over all lanes.
+
+State ``x`` lives in ``[2**16, 2**32)``; renormalization moves 16-bit words, at
+most one per lane per step (this needs precision <= 16). Symbol ``i`` belongs
+to lane ``i % K`` and step ``i // K``; the last step may use only a prefix of
+the lanes. Every lane starts from ``x = 2**16`` and the decoder checks that it
+ends there: any other final state is a desync.
+
+Payload layout (little-endian)::
+
+    u32 n_words | K x u32 final states | n_words x u16 | bypass bytes
+
+The bypass bytes hold escaped values, in symbol order, as zigzag LEB128.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CorruptStreamError, DesyncError
+from .cdf import CdfTables
+
+STATE_LOW = 1 << 16
+WORD_BITS = 16
+MAX_LANES = 65535
+
+
+def choose_lanes(n_symbols: int, estimated_bits: float, flush_fraction: float = 0.015, max_lanes: int = 4096) -> int:
+    """Lanes for a stream: as many as keeps the 4-byte lane flushes near ``flush_fraction`` of it.
+
+    More lanes mean fewer sequential steps (numpy's per-call cost dominates) but
+    every lane flushes 4 bytes; small streams get few lanes, big ones many.
+    """
+    by_size = int(estimated_bits / 8 * flush_fraction / 4)
+    return int(max(1, min(max_lanes, n_symbols, by_size)))
+
+
+def _zigzag_leb128(values: np.ndarray) -> bytes:
+    out = bytearray()
+    for v in values.tolist():
+        u = (v << 1) ^ (v >> 63) if v < 0 else v << 1
+        u &= (1 << 64) - 1
+        while True:
+            b = u & 0x7F
+            u >>= 7
+            if u:
+                out.append(b | 0x80)
+            else:
+                out.append(b)
+                break
+    return bytes(out)
+
+
+def _read_leb128(buf: memoryview, count: int) -> np.ndarray:
+    vals = np.empty(count, dtype=np.int64)
+    pos = 0
+    for i in range(count):
+        u = shift = 0
+        while True:
+            if pos >= len(buf) or shift > 63:
+                raise CorruptStreamError("escape data ends early or is malformed; the file is truncated or corrupt")
+            b = buf[pos]
+            pos += 1
+            u |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        vals[i] = (u >> 1) ^ -(u & 1)
+    if pos != len(buf):
+        raise CorruptStreamError("escape data has trailing bytes; the file is corrupt")
+    return vals
+
+
+def _symbols(values: np.ndarray, table: np.ndarray, tables: CdfTables) -> tuple[np.ndarray, np.ndarray]:
+    sym = values.astype(np.int64) - tables.offset[table]
+    length = tables.length[table].astype(np.int64)
+    esc = (sym < 0) | (sym >= length)
+    return np.where(esc, length, sym), esc
+
+
+def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int) -> bytes:
+    """Code integer ``values``; ``table[i]`` selects the CDF row for ``values[i]``."""
+    values = np.ascontiguousarray(values, dtype=np.int64).ravel()
+    table = np.ascontiguousarray(table, dtype=np.int64).ravel()
+    if values.shape != table.shape:
+        raise ValueError("values and table indexes differ in size")
+    n = values.size
+    k = int(lanes)
+    if not 1 <= k <= MAX_LANES:
+        raise ValueError(f"lanes must be 1..{MAX_LANES}")
+    p = tables.precision
+    sym, esc = _symbols(values, table, tables)
+    freq, start = tables.freq_and_start(table, sym)
+    freq = freq.astype(np.int64)
+    start = start.astype(np.int64)
+    x = np.full(k, STATE_LOW, dtype=np.int64)
+    chunks: list[np.ndarray] = []
+    steps = -(-n // k)
+    shift_max = 32 - p
+    for t in range(steps - 1, -1, -1):
+        lo = t * k
+        hi = min(lo + k, n)
+        a = hi - lo
+        f = freq[lo:hi]
+        xs = x[:a]
+        m = xs >= (f << shift_max)
+        if m.any():
+            chunks.append((xs[m] & 0xFFFF).astype(np.uint16))
+            xs[m] >>= WORD_BITS
+        q, r = np.divmod(xs, f)
+        xs[:] = (q << p) + r + start[lo:hi]
+    words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, np.uint16)
+    head = np.array([words.size], dtype="<u4").tobytes() + x.astype("<u4").tobytes()
+    return head + words.astype("<u2").tobytes() + _zigzag_leb128(values[esc])
+
+
+class Decoder:
+    """Decodes streams for one table set; builds its slot lookup once and reuses it."""
+
+    def __init__(self, tables: CdfTables):
+        self.tables = tables
+        p = tables.precision
+        rows = []
+        slots = np.arange(1 << p, dtype=np.int64)
+        for t in range(tables.count):
+            c = tables.cdf[t, : tables.length[t] + 2].astype(np.int64)
+            f = np.diff(c)
+            s = np.repeat(np.arange(f.size, dtype=np.int64), f)
+            # pack (freq, slot - start, symbol) so one gather per step gives all three
+            rows.append(f[s] | ((slots - c[s]) << 17) | (s << 34))
+        self.lut = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
+    def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
+        tables = self.tables
+        p = tables.precision
+        table = np.ascontiguousarray(table, dtype=np.int64).ravel()
+        n = table.size
+        k = int(lanes)
+        if not 1 <= k <= MAX_LANES:
+            raise CorruptStreamError(f"lane count {k} is invalid; the file is corrupt")
+        if table.size and (table.min() < 0 or table.max() >= tables.count):
+            raise CorruptStreamError("table index out of range; the file does not match this model")
+        buf = memoryview(payload)
+        if len(buf) < 4 + 4 * k:
+            raise CorruptStreamError("entropy-coded data is shorter than its lane states; the file is truncated")
+        n_words = int(np.frombuffer(buf[:4], dtype="<u4")[0])
+        end_words = 4 + 4 * k + 2 * n_words
+        if end_words > len(buf):
+            raise CorruptStreamError("entropy-coded data is truncated")
+        x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.int64)
+        words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.int64)
+        base = table << p
+        mask = (1 << p) - 1
+        lut = self.lut
+        sym = np.empty(n, dtype=np.int64)
+        pos = 0
+        steps = -(-n // k)
+        if np.any(x < STATE_LOW):
+            raise DesyncError("entropy coder state out of range at start; the file is corrupt")
+        for t in range(steps):
+            lo = t * k
+            hi = min(lo + k, n)
+            xs = x[: hi - lo]
+            e = lut[base[lo:hi] + (xs & mask)]
+            xs[:] = (e & 0x1FFFF) * (xs >> p) + ((e >> 17) & 0x1FFFF)
+            sym[lo:hi] = e >> 34
+            idx = np.flatnonzero(xs < STATE_LOW)
+            if idx.size:
+                nxt = pos + idx.size
+                if nxt > n_words:
+                    raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
+                xs[idx] = (xs[idx] << WORD_BITS) | words[pos:nxt]
+                pos = nxt
+        if pos != n_words or np.any(x != STATE_LOW):
+            raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
+        length = tables.length[table].astype(np.int64)
+        esc = sym == length
+        values = sym + tables.offset[table]
+        n_esc = int(esc.sum())
+        values[esc] = _read_leb128(buf[end_words:], n_esc)
+        if n_esc == 0 and end_words != len(buf):
+            raise CorruptStreamError("entropy-coded data has trailing bytes; the file is corrupt")
+        return values
+
+
+def decode(payload: bytes, table: np.ndarray, tables: CdfTables, lanes: int) -> np.ndarray:
+    return Decoder(tables).decode(payload, table, lanes)

@@ -1,0 +1,84 @@
+"""The ``Backend`` seam: runtimes run only the analysis and synthesis transforms.
+
+Numpy in, numpy out, NCHW float32. Backends never see the entropy model, so
+they cannot change what a bitstream means (see docs/bitstream.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, InputError
+
+
+class Backend(ABC):
+    name: str = ""
+    extra: str = ""  # the pip extra that installs this runtime
+
+    def __init__(self, bundle, device: str | None = None, threads: int | None = None):
+        self.bundle = bundle
+        self.device = device or "CPU"
+        self.threads = threads
+
+    @classmethod
+    def probe(cls) -> str | None:
+        """None when the runtime can be imported, else why not (one line)."""
+        return None
+
+    @abstractmethod
+    def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image (1, 3, H, W) in [0, 1] and gain (1, M, 1, 1) -> (y, z), both float32."""
+
+    @abstractmethod
+    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        """Integer-valued latents (1, M, h, w) and inverse gain -> image (1, 3, 16h, 16w)."""
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": self.device, "threads": self.threads}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    device: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> BackendSpec:
+        name, _, device = text.partition(":")
+        name = name.strip().lower()
+        if name not in REGISTRY and name != "auto":
+            raise InputError(f"unknown backend {name!r}; choose one of: auto, {', '.join(REGISTRY)}")
+        return cls(name, device.strip() or None)
+
+
+# name -> (module, class); imported lazily so the core never imports a runtime
+REGISTRY: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("edgecodec.runtimes.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "numpy": ("edgecodec.runtimes.numpy_backend", "NumpyBackend"),
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in REGISTRY:
+        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
+    mod, cls = REGISTRY[name]
+    return getattr(importlib.import_module(mod), cls)
+
+
+def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None) -> Backend:
+    """Instantiate a backend by name ('auto' picks the first available in preference order)."""
+    if isinstance(spec, str):
+        spec = BackendSpec.parse(spec)
+    if spec.name == "auto":
+        from .selection import choose
+
+        return choose(bundle, threads=threads)
+    cls = backend_class(spec.name)
+    why = cls.probe()
+    if why:
+        raise BackendUnavailableError(f"backend {spec.name} is unavailable: {why}")
+    return cls(bundle, device=spec.device, threads=threads)

@@ -1,0 +1,72 @@
+"""Pure-numpy reference backend: runs the bundle's ``transforms.npz`` with numpy alone.
+
+For devices without any runtime wheel (Android/Chaquopy). Each layer is
+``[fake-quantize input] -> conv (float32 im2col GEMM) -> [ReLU] -> [depth-to-space]``;
+the fake quantization reproduces the int8 QDQ model's activation grid, so it
+decodes close to the int8 runtimes.
+
+Layer arrays, for net ``n`` in ``g_a``, ``h_a``, ``g_s`` and layer ``i``:
+``n.i.w`` (Cout, Cin, k, k) float32, ``n.i.b`` (Cout,), ``n.i.meta`` = [stride,
+d2s, relu], optional ``n.i.inq`` = [scale, zero_point, qmin, qmax]; ``n.count``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BundleError
+from ..nn import conv2d, depth_to_space, weight_matrix
+from .base import Backend
+
+
+class _Layer:
+    def __init__(self, a: dict, key: str):
+        try:
+            w = np.asarray(a[key + "w"], dtype=np.float32)
+            self.b = np.asarray(a[key + "b"], dtype=np.float32)[:, None, None]
+            self.stride, self.d2s, self.relu = (int(v) for v in a[key + "meta"])
+        except KeyError as e:
+            raise BundleError(f"transforms.npz lacks {e.args[0]!r}") from None
+        self.k = w.shape[2]
+        self.w2d = weight_matrix(w, np.float32)
+        self.inq = a.get(key + "inq")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.inq is not None:
+            s, zp, lo, hi = (float(v) for v in self.inq)
+            x = (np.clip(np.rint(x / s) + zp, lo, hi) - zp) * np.float32(s)
+        x = conv2d(x, self.w2d, self.k, self.stride, self.k // 2) + self.b
+        if self.relu:
+            np.maximum(x, 0, out=x)
+        return depth_to_space(x, self.d2s) if self.d2s > 1 else x
+
+
+def load_net(arrays: dict, name: str) -> list[_Layer]:
+    if f"{name}.count" not in arrays:
+        raise BundleError(f"transforms.npz lacks network {name!r}")
+    return [_Layer(arrays, f"{name}.{i}.") for i in range(int(arrays[f"{name}.count"]))]
+
+
+def run_net(layers: list[_Layer], x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    extra = ""
+
+    def __init__(self, bundle, device: str | None = None, threads: int | None = None):
+        super().__init__(bundle, device, threads)
+        t = bundle.transforms
+        self.g_a, self.h_a, self.g_s = (load_net(t, n) for n in ("g_a", "h_a", "g_s"))
+
+    def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = run_net(self.g_a, x[0]) * gain[0]
+        z = run_net(self.h_a, y)
+        return y[None], z[None]
+
+    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        return run_net(self.g_s, y_hat[0].astype(np.float32) * inv_gain[0])[None]
