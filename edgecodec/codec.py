@@ -113,7 +113,13 @@ def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | N
     rec = _to_uint8(x_hat, h, w)
     t3 = time.perf_counter()
     return EncodeResult(
-        data, _from_rgb8(rec, channels, depth), w, h, int(quality), psnr(rec, rgb), parse,
+        data,
+        _from_rgb8(rec, channels, depth),
+        w,
+        h,
+        int(quality),
+        psnr(rec, rgb),
+        parse,
         {"analysis": t1 - t0, "entropy": t2 - t1, "synthesis": t3 - t2},
     )
 

@@ -53,8 +53,18 @@ def pack(header: Header, subs: list[Substream]) -> bytes:
         raise ValueError("too many substreams")
     header_len = _FIXED.size + _SUB.size * len(subs) + _CRC.size
     head = _FIXED.pack(
-        MAGIC, VERSION, 0, header_len, header.model_digest, header.width, header.height,
-        header.channels, header.bit_depth, header.quality, header.precision, len(subs),
+        MAGIC,
+        VERSION,
+        0,
+        header_len,
+        header.model_digest,
+        header.width,
+        header.height,
+        header.channels,
+        header.bit_depth,
+        header.quality,
+        header.precision,
+        len(subs),
     )
     for s in subs:
         head += _SUB.pack(s.id, s.lanes, len(s.payload), zlib.crc32(s.payload))
@@ -68,7 +78,9 @@ def unpack(data: bytes) -> tuple[Header, list[Substream]]:
     if len(mv) < 5 or bytes(mv[:4]) != MAGIC:
         raise NotEdgecodecError("not an edgecodec file (bad magic bytes)")
     if mv[4] != VERSION:
-        raise UnsupportedVersionError(f"bitstream format version {mv[4]} is not supported by this edgecodec (reads version {VERSION}); upgrade edgecodec")
+        raise UnsupportedVersionError(
+            f"bitstream format version {mv[4]} is not supported by this edgecodec (reads version {VERSION}); upgrade edgecodec"
+        )
     if len(mv) < _FIXED.size:
         raise CorruptStreamError(f"file is truncated inside its header ({len(mv)} bytes)")
     magic, _ver, _flags, header_len, digest, w, h, ch, depth, quality, precision, n_sub = _FIXED.unpack_from(mv, 0)

@@ -48,7 +48,7 @@ class LatentConfig:
 
 def build_y_tables(cfg: LatentConfig) -> CdfTables:
     pmfs, offs = [], []
-    min_prob = 2.0 ** -cfg.precision
+    min_prob = 2.0**-cfg.precision
     for s in cfg.scales():
         for f in range(cfg.mean_steps):
             p, lo = gaussian_pmf(f / cfg.mean_steps, float(s), min_prob)
@@ -60,7 +60,7 @@ def build_y_tables(cfg: LatentConfig) -> CdfTables:
 def build_z_tables(means: np.ndarray, scales: np.ndarray, precision: int) -> CdfTables:
     pmfs, offs = [], []
     for m, s in zip(np.ravel(means), np.ravel(scales)):
-        p, lo = logistic_pmf(float(m), float(s), 2.0 ** -precision)
+        p, lo = logistic_pmf(float(m), float(s), 2.0**-precision)
         pmfs.append(p)
         offs.append(lo)
     return CdfTables.from_pmfs(pmfs, offs, precision)
@@ -116,7 +116,6 @@ class EntropyModel:
     def encode(self, y: np.ndarray, z: np.ndarray) -> tuple[Parse, list[tuple[int, int, bytes]]]:
         """Code integer latents. Returns the parse (with the y the decoder will see) and substreams
         as (id, lanes, payload)."""
-        cfg = self.cfg
         z = np.clip(np.asarray(z, dtype=np.int64), -Z_CLAMP, Z_CLAMP)
         y = np.asarray(y, dtype=np.int64)
         y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP)
@@ -136,7 +135,7 @@ class EntropyModel:
         stats = {
             "clamped": int(np.count_nonzero(y != y_clamped)),
             "skipped": int(y.size - np.count_nonzero(coded)),
-            "skip_changed": int(np.count_nonzero((y_clamped != y_final))),
+            "skip_changed": int(np.count_nonzero(y_clamped != y_final)),
             "y_elements": int(y.size),
             "model_bits": z_bits + y_bits,
             "z_lanes": z_lanes,

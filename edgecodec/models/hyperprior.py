@@ -24,15 +24,15 @@ from torch import nn
 class ModelConfig:
     n_analysis: tuple[int, int, int] = (128, 128, 128)
     m_latent: int = 192
-    hyper: tuple[int, int] = (128, 96)   # h_a hidden, and h_s hidden at /32
-    hyper_s2: int = 64                   # h_s hidden at /16
+    hyper: tuple[int, int] = (128, 96)  # h_a hidden, and h_s hidden at /32
+    hyper_s2: int = 64  # h_s hidden at /16
     z_channels: int = 64
     synthesis: tuple[int, int, int] = (128, 96, 48)
     lambdas: tuple[float, ...] = (0.0016, 0.0032, 0.0064, 0.0128, 0.025, 0.05, 0.1, 0.2)
     scale_min: float = 0.11
     scale_max: float = 64.0
     scale_levels: int = 64
-    mean_steps: int = 4                  # mean quantized to 1/mean_steps on the integer path
+    mean_steps: int = 4  # mean quantized to 1/mean_steps on the integer path
     extra: dict = field(default_factory=dict)
 
     @property

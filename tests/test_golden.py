@@ -1,0 +1,42 @@
+"""Format goldens: streams from the tiny test model decode identically forever."""
+
+import json
+
+import numpy as np
+import pytest
+from tiny_model import GOLDEN, build_tiny_bundle
+
+from edgecodec import codec
+from edgecodec.bundle import Bundle
+from edgecodec.errors import ModelMismatchError
+
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_stream_parses_identically(name, tiny_bundle):
+    data = (GOLDEN / f"{name}.edgc").read_bytes()
+    assert len(data) == EXPECTED[name]["bytes"]
+    _, parse = codec.parse_stream(data, tiny_bundle)
+    assert parse.digest() == EXPECTED[name]["parse_sha256"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_stream_decodes_to_the_stored_pixels(name, tiny_backend):
+    out = codec.decode((GOLDEN / f"{name}.edgc").read_bytes(), tiny_backend).image
+    ref = np.load(GOLDEN / f"{name}.decoded.npy")
+    assert out.shape == ref.shape
+    assert np.abs(out.astype(int) - ref).max() <= 1  # float32 GEMM order may move a pixel by one level
+
+
+def test_encoding_today_reproduces_the_golden_bytes(tiny_backend):
+    from tiny_model import synthetic_image
+
+    enc = codec.encode(synthetic_image(64, 64, 3), 1, tiny_backend)
+    assert enc.data == (GOLDEN / "a_64x64_q1.edgc").read_bytes()
+
+
+def test_stream_from_another_model_is_a_model_mismatch(tmp_path, tiny_bundle):
+    other = Bundle(build_tiny_bundle(tmp_path / "other", seed=2))
+    with pytest.raises(ModelMismatchError, match="--model"):
+        codec.parse_stream((GOLDEN / "a_64x64_q1.edgc").read_bytes(), other)
