@@ -1,0 +1,177 @@
+"""The ``onnx`` target: trained checkpoint -> bundle with int8 QDQ ONNX transforms.
+
+This target creates the bundle (the other targets add artifacts to it):
+
+1. fp32 ONNX of the analysis (x, gain -> y, z) and synthesis (y_hat, inv_gain -> x_hat);
+2. static QDQ quantization with ``onnxruntime.quantization`` from calibration
+   images run at every quality level (int8 weights per channel, uint8 activations);
+3. the numpy reference weights are read back from the QDQ graph (dequantized
+   weights plus each conv's input quantization grid), so the numpy backend
+   decodes what the int8 graph decodes;
+4. the hyper-decoder goes to the integer path and the CDF tables are built.
+
+Exactness of the synthesis input: ``y_hat`` is an integer tensor clamped to
+[-127, 127] by the entropy model. The inverse-gain ``Mul`` and the first
+synthesis conv stay fp32 (excluded from quantization), so no 8-bit grid ever
+touches ``y_hat * inv_gain``; every later layer is int8. Likewise the last
+analysis conv and the gain ``Mul`` stay fp32 so ``y`` is rounded from its full
+precision value.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import add_artifact
+from ..errors import ExportError
+from .bundle_builder import build_core_bundle
+
+ANALYSIS, SYNTHESIS = "analysis.int8.onnx", "synthesis.int8.onnx"
+
+
+def pad_to(img: np.ndarray, multiple: int = 64) -> np.ndarray:
+    """HxWx3 uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded like the codec does."""
+    h, w, _ = img.shape
+    x = img.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    return np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)), mode="edge")
+
+
+class _Feeds:
+    """onnxruntime CalibrationDataReader over a list of feed dicts."""
+
+    def __init__(self, feeds: list[dict]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # pragma: no cover - not used by the MinMax calibrator
+        pass
+
+
+def _quantize(src: Path, dst: Path, feeds: list[dict], exclude: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(src),
+        str(dst),
+        _Feeds(feeds),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )
+
+
+def _fp32_nodes(path: Path, role: str) -> list[str]:
+    """Nodes kept fp32: the gain Mul and the conv next to it (see module docstring)."""
+    import onnx
+
+    nodes = list(onnx.load(str(path)).graph.node)
+    gain_input = "gain" if role == "analysis" else "inv_gain"
+    mul = next(n for n in nodes if n.op_type == "Mul" and gain_input in n.input)
+    if role == "analysis":
+        conv = next(n for n in nodes if n.op_type == "Conv" and n.output[0] in mul.input)
+    else:
+        conv = next(n for n in nodes if n.op_type == "Conv" and mul.output[0] in n.input)
+    return [mul.name, conv.name]
+
+
+def qdq_layers(path: Path, float_layers: list[dict]) -> list[dict]:
+    """Float layer dicts with the QDQ graph's dequantized weights and input grids, in conv order."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    if len(convs) != len(float_layers):
+        raise ExportError(f"quantized graph {path.name} has {len(convs)} convs, expected {len(float_layers)}")
+
+    def dequant(name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        node = producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear":
+            return init[name].astype(np.float64), None, None
+        q = init[node.input[0]].astype(np.float64)
+        s = init[node.input[1]].astype(np.float64)
+        zp = init[node.input[2]].astype(np.float64) if len(node.input) > 2 else np.zeros_like(s)
+        if s.ndim == 1 and q.ndim > 1:  # per-output-channel weights
+            s, zp = s.reshape((-1,) + (1,) * (q.ndim - 1)), zp.reshape((-1,) + (1,) * (q.ndim - 1))
+        return (q - zp) * s, s, zp
+
+    out = []
+    for conv, layer in zip(convs, float_layers):
+        w, _, _ = dequant(conv.input[1])
+        b, _, _ = dequant(conv.input[2])
+        new = dict(layer, w=w, b=b)
+        xin = producer.get(conv.input[0])
+        if xin is not None and xin.op_type == "DequantizeLinear":
+            s = float(init[xin.input[1]])
+            zp_arr = init[xin.input[2]]
+            lo, hi = (0, 255) if zp_arr.dtype == np.uint8 else (-128, 127)
+            new["inq"] = [s, float(zp_arr), lo, hi]
+        out.append(new)
+    return out
+
+
+def export_onnx_bundle(
+    checkpoint: Path,
+    out: Path,
+    calib_images: list[np.ndarray],
+    skip_below: int = 3,
+    precision: int = 12,
+    progress: Callable[[str], None] = lambda s: None,
+) -> Path:
+    import torch
+
+    from ..models.convert import export_onnx_fp32, float_nets, gains, latent_config, z_prior
+    from ..models.train import load_checkpoint
+
+    if not calib_images:
+        raise ExportError("no calibration images")
+    model, state = load_checkpoint(Path(checkpoint))
+    model.eval()
+    nets = float_nets(model)
+    gain, inv_gain = gains(model)
+    levels = gain.shape[0]
+    progress("running the fp32 model on the calibration images")
+    a_feeds, s_feeds, calib_z = [], [], []
+    with torch.no_grad():
+        for img in calib_images:
+            x = pad_to(img)
+            for q in range(levels):
+                g = gain[q].reshape(1, -1, 1, 1).astype(np.float32)
+                ig = inv_gain[q].reshape(1, -1, 1, 1).astype(np.float32)
+                y = model.g_a(torch.from_numpy(x)) * torch.from_numpy(g)
+                z = model.h_a(y)
+                y_hat = torch.round(y).clamp(-127, 127).numpy().astype(np.float32)
+                a_feeds.append({"x": x, "gain": g})
+                s_feeds.append({"y_hat": y_hat, "inv_gain": ig})
+                calib_z.append(np.rint(z[0].numpy()).astype(np.int64))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        a32, s32 = Path(tmp) / "analysis.onnx", Path(tmp) / "synthesis.onnx"
+        progress("exporting fp32 ONNX graphs")
+        export_onnx_fp32(model, a32, s32)
+        progress(f"quantizing the analysis to int8 ({len(a_feeds)} calibration inputs)")
+        _quantize(a32, out / ANALYSIS, a_feeds, _fp32_nodes(a32, "analysis"))
+        progress(f"quantizing the synthesis to int8 ({len(s_feeds)} calibration inputs)")
+        _quantize(s32, out / SYNTHESIS, s_feeds, _fp32_nodes(s32, "synthesis"))
+    n_ga = len(nets["g_a"])
+    a_layers = qdq_layers(out / ANALYSIS, nets["g_a"] + nets["h_a"])
+    qnets = {"g_a": a_layers[:n_ga], "h_a": a_layers[n_ga:], "g_s": qdq_layers(out / SYNTHESIS, nets["g_s"]), "h_s": nets["h_s"]}
+    progress("building the integer hyper-decoder and CDF tables")
+    cfg = latent_config(model, skip_below, precision)
+    meta = {"name": "edgecodec-hyperprior", "train_step": int(state.get("step", 0)), "architecture": model.config.to_dict()}
+    build_core_bundle(out, cfg, qnets, gain, inv_gain, *z_prior(model), calib_z, meta)
+    add_artifact(out, "onnx", {"analysis": ANALYSIS, "synthesis": SYNTHESIS}, {"precision": "int8", "format": "QDQ", "opset": 17})
+    return out

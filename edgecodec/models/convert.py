@@ -1,0 +1,102 @@
+"""Hand the torch model over to the numpy world: float layer lists and ONNX graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..entropy.latents import LatentConfig
+from .hyperprior import HyperpriorCodec, Up
+
+
+def _layer(conv: nn.Conv2d, d2s: int, relu: bool) -> dict:
+    return {
+        "w": conv.weight.detach().cpu().double().numpy(),
+        "b": conv.bias.detach().cpu().double().numpy(),
+        "stride": int(conv.stride[0]),
+        "d2s": d2s,
+        "relu": relu,
+    }
+
+
+def _seq(modules, relu_all_but_last: bool = True) -> list[dict]:
+    out = []
+    n = len(modules)
+    for i, m in enumerate(modules):
+        if isinstance(m, Up):
+            out.append(_layer(m.conv, 2, m.relu))
+        else:
+            out.append(_layer(m, 1, relu_all_but_last and i < n - 1))
+    return out
+
+
+def float_nets(model: HyperpriorCodec) -> dict[str, list[dict]]:
+    return {
+        "g_a": _seq(model.g_a.layers),
+        "h_a": _seq(model.h_a.layers),
+        "h_s": _seq(model.h_s.layers),
+        "g_s": _seq(model.g_s.layers),
+    }
+
+
+def latent_config(model: HyperpriorCodec, skip_below: int, precision: int) -> LatentConfig:
+    c = model.config
+    return LatentConfig(
+        y_channels=c.m_latent,
+        z_channels=c.z_channels,
+        scale_min=c.scale_min,
+        scale_max=c.scale_max,
+        scale_levels=c.scale_levels,
+        mean_steps=c.mean_steps,
+        skip_below=skip_below,
+        precision=precision,
+    )
+
+
+def gains(model: HyperpriorCodec) -> tuple[np.ndarray, np.ndarray]:
+    return model.log_gain.detach().exp().cpu().numpy(), model.log_inv_gain.detach().exp().cpu().numpy()
+
+
+def z_prior(model: HyperpriorCodec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel logistic (mean, scale) of the factorized z prior, as used in training."""
+    return model.z_mean.detach().cpu().double().numpy(), (model.z_log_scale.detach().exp() * 0.6).cpu().double().numpy()
+
+
+class AnalysisGraph(nn.Module):
+    def __init__(self, model: HyperpriorCodec):
+        super().__init__()
+        self.g_a, self.h_a = model.g_a, model.h_a
+
+    def forward(self, x: torch.Tensor, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.g_a(x) * gain
+        return y, self.h_a(y)
+
+
+class SynthesisGraph(nn.Module):
+    def __init__(self, model: HyperpriorCodec):
+        super().__init__()
+        self.g_s = model.g_s
+
+    def forward(self, y_hat: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
+        return self.g_s(y_hat * inv_gain)
+
+
+def export_onnx_fp32(model: HyperpriorCodec, analysis_path, synthesis_path, opset: int = 17) -> None:
+    """Both transforms as fp32 ONNX with dynamic height and width (TorchScript exporter: no onnxscript needed)."""
+    model = model.eval().cpu()
+    m = model.config.m_latent
+    x = torch.rand(1, 3, 128, 192)
+    g = torch.ones(1, m, 1, 1)
+    with torch.no_grad():
+        torch.onnx.export(
+            AnalysisGraph(model), (x, g), str(analysis_path), input_names=["x", "gain"], output_names=["y", "z"],
+            dynamic_axes={"x": {2: "H", 3: "W"}, "y": {2: "h", 3: "w"}, "z": {2: "hz", 3: "wz"}},
+            opset_version=opset, dynamo=False,
+        )  # fmt: skip
+        yh = torch.round(torch.randn(1, m, 8, 12) * 3)
+        torch.onnx.export(
+            SynthesisGraph(model), (yh, g), str(synthesis_path), input_names=["y_hat", "inv_gain"], output_names=["x_hat"],
+            dynamic_axes={"y_hat": {2: "h", 3: "w"}, "x_hat": {2: "H", 3: "W"}},
+            opset_version=opset, dynamo=False,
+        )  # fmt: skip
