@@ -124,10 +124,14 @@ def bd_rate(
 
     Points with non-finite values or non-positive rate are dropped; the points are
     sorted by quality, and of points with equal quality the lowest rate is kept. Each
-    curve must have at least ``min_points`` points inside the overlapping interval.
+    curve needs at least ``min_points`` points (so the interpolant has a shape), the
+    quality ranges must overlap, and together the two curves must have at least
+    ``min_points`` points inside the overlap (so the integral is not a guess between
+    two distant samples). Points outside the overlap still shape the interpolants
+    near its ends; there is never any extrapolation.
 
-    Returns ``(value, note)``: ``(None, reason)`` when the comparison is not possible,
-    else ``(percent, "")``.
+    Returns ``(value, info)``: ``value`` is the percentage, or None when the comparison
+    is not possible, and ``info`` says why not, or else which overlap was used.
     """
     qa, la = _curve(rate_anchor, quality_anchor)
     qt, lt = _curve(rate_test, quality_test)
@@ -138,8 +142,9 @@ def bd_rate(
         return None, "quality ranges do not overlap"
     na = int(np.count_nonzero((qa >= lo) & (qa <= hi)))
     nt = int(np.count_nonzero((qt >= lo) & (qt <= hi)))
-    if na < min_points or nt < min_points:
-        return None, f"fewer than {min_points} points in the overlap [{lo:.3f}, {hi:.3f}] (anchor {na}, test {nt})"
+    info = f"overlap [{lo:.3f}, {hi:.3f}] with {na} anchor + {nt} test points"
+    if na + nt < min_points:
+        return None, f"fewer than {min_points} points in the {info}"
     ia = PchipInterpolator(qa, la).integrate(lo, hi)
     it = PchipInterpolator(qt, lt).integrate(lo, hi)
-    return float(100.0 * math.expm1((it - ia) / (hi - lo))), ""
+    return float(100.0 * math.expm1((it - ia) / (hi - lo))), info

@@ -6,6 +6,16 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
+def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """(C, H, W) -> ((H' * W'), C * k * k) patches in (c, ky, kx) order, with H', W'."""
+    c = x.shape[0]
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # C, Ho, Wo, k, k
+    ho, wo = win.shape[1], win.shape[2]
+    return win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, c * k * k), ho, wo
+
+
 def conv2d(x: np.ndarray, w2d: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
     """Convolution of one image ``x`` (C, H, W) as an im2col matrix product.
 
@@ -14,12 +24,7 @@ def conv2d(x: np.ndarray, w2d: np.ndarray, k: int, stride: int, pad: int) -> np.
     operands every partial sum is an exact integer (< 2**53), so the product is
     exact whatever order or thread count BLAS uses.
     """
-    c, h, w = x.shape
-    if pad:
-        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
-    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # C, Ho, Wo, k, k
-    ho, wo = win.shape[1], win.shape[2]
-    cols = win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, c * k * k)
+    cols, ho, wo = im2col(x, k, stride, pad)
     out = cols @ w2d
     return out.T.reshape(-1, ho, wo)
 

@@ -4,8 +4,9 @@ Each layer is ``conv -> requantize -> clamp [-> depth-to-space]``:
 
 * inputs and weights are integers (activations 8-bit, weights int8 in
   ``[-127, 127]``), bias int32 at scale ``s_in * s_w``;
-* the accumulator is exact: a float64 matrix product of integer operands whose
-  partial sums stay below 2**53 (checked when the layer is built), then int64;
+* the accumulator is exact: float32 matrix products of integer operands over
+  slices of the reduction short enough that every partial sum, in any order,
+  stays below 2**24 (so float32 represents it exactly), summed in int64;
 * requantization is ``(acc * mult + 2**(shift - 1)) >> shift`` in int64 with
   per-channel ``mult < 2**31`` and ``shift`` in 1..62, i.e. rounding half up
   (towards +inf) — the one rounding rule of this path;
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BundleError
-from ..nn import conv2d, depth_to_space, weight_matrix
+from ..nn import depth_to_space, im2col, weight_matrix
 
 EXACT_LIMIT = 1 << 53
+F32_EXACT = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,21 @@ class IntLayer:
         bound = k_terms * 127 * self.in_max
         if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
             raise BundleError("integer layer too large for exact accumulation")
-        object.__setattr__(self, "_w2d", weight_matrix(w, np.float64))
+        w2d = weight_matrix(w, np.float32)
+        # reduction slices whose worst-case |partial sum| stays below 2**24 (exact in float32)
+        step = max(1, (F32_EXACT - 1) // (127 * self.in_max))
+        object.__setattr__(self, "_slices", [(a, min(a + step, k_terms), w2d[a : a + step]) for a in range(0, k_terms, step)])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.size and np.abs(x).max() > self.in_max:
+            raise ValueError("integer layer input exceeds its declared range")
         k = self.weight.shape[2]
-        acc = conv2d(x.astype(np.float64), self._w2d, k, self.stride, k // 2)
-        acc = acc.astype(np.int64) + self.bias[:, None, None]
+        cols, ho, wo = im2col(x.astype(np.float32), k, self.stride, k // 2)
+        acc = np.zeros((cols.shape[0], self.weight.shape[0]), dtype=np.int64)
+        for a, b, w_slice in self._slices:
+            acc += (cols[:, a:b] @ w_slice).astype(np.int64)
+        acc = acc.T.reshape(-1, ho, wo) + self.bias[:, None, None]
         sh = self.shift[:, None, None]
         out = (acc * self.mult[:, None, None] + (np.int64(1) << (sh - 1))) >> sh
         out = np.clip(out, self.lo[:, None, None], self.hi[:, None, None])

@@ -96,19 +96,20 @@ def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int)
     x = np.full(k, STATE_LOW, dtype=np.int64)
     chunks: list[np.ndarray] = []
     steps = -(-n // k)
-    shift_max = 32 - p
+    limit = freq << (32 - p)  # renormalize when x >= limit: then x >> 16 < limit keeps x < 2**32 after coding
     for t in range(steps - 1, -1, -1):
         lo = t * k
         hi = min(lo + k, n)
-        a = hi - lo
-        f = freq[lo:hi]
-        xs = x[:a]
-        m = xs >= (f << shift_max)
-        if m.any():
-            chunks.append((xs[m] & 0xFFFF).astype(np.uint16))
-            xs[m] >>= WORD_BITS
-        q, r = np.divmod(xs, f)
-        xs[:] = (q << p) + r + start[lo:hi]
+        xs = x[: hi - lo]
+        high = np.flatnonzero(xs >= limit[lo:hi])
+        if high.size:
+            chunks.append((xs[high] & 0xFFFF).astype(np.uint16))
+            xs[high] >>= WORD_BITS
+        q, r = np.divmod(xs, freq[lo:hi])
+        q <<= p
+        q += r
+        q += start[lo:hi]
+        xs[:] = q
     words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, np.uint16)
     head = np.array([words.size], dtype="<u4").tobytes() + x.astype("<u4").tobytes()
     return head + words.astype("<u2").tobytes() + _zigzag_leb128(values[esc])
@@ -120,15 +121,20 @@ class Decoder:
     def __init__(self, tables: CdfTables):
         self.tables = tables
         p = tables.precision
-        rows = []
+        freq_rows, bias_rows, sym_rows = [], [], []
         slots = np.arange(1 << p, dtype=np.int64)
         for t in range(tables.count):
             c = tables.cdf[t, : tables.length[t] + 2].astype(np.int64)
             f = np.diff(c)
             s = np.repeat(np.arange(f.size, dtype=np.int64), f)
-            # pack (freq, slot - start, symbol) so one gather per step gives all three
-            rows.append(f[s] | ((slots - c[s]) << 17) | (s << 34))
-        self.lut = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+            freq_rows.append(f[s])
+            bias_rows.append(slots - c[s])  # x' = freq * (x >> p) + (slot - start)
+            sym_rows.append(s)
+        empty = np.zeros(0, np.int64)
+        # int32 halves the tables' cache footprint (freq and bias are < 2**17)
+        self.lut_freq = (np.concatenate(freq_rows) if freq_rows else empty).astype(np.int32)
+        self.lut_bias = (np.concatenate(bias_rows) if bias_rows else empty).astype(np.int32)
+        self.lut_sym = (np.concatenate(sym_rows) if sym_rows else empty).astype(np.int32)
 
     def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
         tables = self.tables
@@ -151,8 +157,8 @@ class Decoder:
         words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.int64)
         base = table << p
         mask = (1 << p) - 1
-        lut = self.lut
-        sym = np.empty(n, dtype=np.int64)
+        lut_freq, lut_bias = self.lut_freq, self.lut_bias
+        slot_of = np.empty(n, dtype=np.int64)  # LUT index per symbol; symbols are looked up once at the end
         pos = 0
         steps = -(-n // k)
         if np.any(x < STATE_LOW):
@@ -161,16 +167,20 @@ class Decoder:
             lo = t * k
             hi = min(lo + k, n)
             xs = x[: hi - lo]
-            e = lut[base[lo:hi] + (xs & mask)]
-            xs[:] = (e & 0x1FFFF) * (xs >> p) + ((e >> 17) & 0x1FFFF)
-            sym[lo:hi] = e >> 34
-            idx = np.flatnonzero(xs < STATE_LOW)
-            if idx.size:
-                nxt = pos + idx.size
+            idx = slot_of[lo:hi]
+            np.bitwise_and(xs, mask, out=idx)
+            idx += base[lo:hi]
+            xs >>= p
+            xs *= lut_freq[idx]
+            xs += lut_bias[idx]
+            low = np.flatnonzero(xs < STATE_LOW)
+            if low.size:
+                nxt = pos + low.size
                 if nxt > n_words:
                     raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
-                xs[idx] = (xs[idx] << WORD_BITS) | words[pos:nxt]
+                xs[low] = (xs[low] << WORD_BITS) | words[pos:nxt]
                 pos = nxt
+        sym = self.lut_sym[slot_of].astype(np.int64)
         if pos != n_words or np.any(x != STATE_LOW):
             raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
         length = tables.length[table].astype(np.int64)

@@ -69,7 +69,12 @@ def net_arrays(name: str, layers: list[dict]) -> dict[str, np.ndarray]:
     out = {f"{name}.count": np.asarray(len(layers), dtype=np.int64)}
     for i, layer in enumerate(layers):
         p = f"{name}.{i}."
-        out[p + "w"] = np.asarray(layer["w"], dtype=np.float32)
+        if "wq" in layer:  # int8 weights stay int8 on disk: a quarter of the size
+            out[p + "wq"] = layer["wq"]
+            out[p + "wscale"] = np.asarray(layer["wscale"], dtype=np.float32)
+            out[p + "wzp"] = np.asarray(layer["wzp"])
+        else:
+            out[p + "w"] = np.asarray(layer["w"], dtype=np.float32)
         out[p + "b"] = np.asarray(layer["b"], dtype=np.float32)
         out[p + "meta"] = np.array([layer["stride"], layer["d2s"], int(layer["relu"])], dtype=np.int64)
         if layer.get("inq") is not None:

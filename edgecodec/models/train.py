@@ -40,9 +40,12 @@ def load_images(folder: Path, min_side: int) -> list[np.ndarray]:
     return out
 
 
-def save_checkpoint(model: HyperpriorCodec, opt: torch.optim.Optimizer | None, state: dict, folder: Path) -> None:
+def save_checkpoint(model: HyperpriorCodec, opt: torch.optim.Optimizer | None, state: dict, folder: Path, half: bool = False) -> None:
+    """``half`` stores conv weights as fp16 (the shipped weights: half the size; loading casts back to fp32)."""
     folder.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict()
+    if half:
+        sd = {k: (v.half() if v.ndim == 4 else v) for k, v in sd.items()}
     for part in PARTS + ("rest",):
         keys = [k for k in sd if (k.split(".")[0] == part) or (part == "rest" and k.split(".")[0] not in PARTS)]
         tmp = folder / f"{part}.pt.tmp"
@@ -61,6 +64,16 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> tuple[HyperpriorCodec,
         sd.update(torch.load(folder / f"{part}.pt", map_location=device))
     model.load_state_dict(sd)
     return model.to(device), state
+
+
+def ship_weights(checkpoint: Path, out: Path) -> None:
+    """Write the weights the package ships: conv weights rounded to fp16, everything else fp32.
+
+    The shipped bundle is exported from these (not from the fp32 checkpoint), so the
+    fp32 reference and every int8 artifact come from the same numbers.
+    """
+    model, state = load_checkpoint(Path(checkpoint))
+    save_checkpoint(model, None, {k: v for k, v in state.items() if k != "config"}, Path(out), half=True)
 
 
 def lr_at(frac: float, base: float) -> float:

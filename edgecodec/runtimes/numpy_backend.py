@@ -6,7 +6,8 @@ the fake quantization reproduces the int8 QDQ model's activation grid, so it
 decodes close to the int8 runtimes.
 
 Layer arrays, for net ``n`` in ``g_a``, ``h_a``, ``g_s`` and layer ``i``:
-``n.i.w`` (Cout, Cin, k, k) float32, ``n.i.b`` (Cout,), ``n.i.meta`` = [stride,
+``n.i.w`` (Cout, Cin, k, k) float32 or ``n.i.wq`` int8/uint8 with per-channel
+``n.i.wscale`` and ``n.i.wzp``, ``n.i.b`` (Cout,), ``n.i.meta`` = [stride,
 d2s, relu], optional ``n.i.inq`` = [scale, zero_point, qmin, qmax]; ``n.count``.
 """
 
@@ -22,7 +23,12 @@ from .base import Backend
 class _Layer:
     def __init__(self, a: dict, key: str):
         try:
-            w = np.asarray(a[key + "w"], dtype=np.float32)
+            if key + "wq" in a:  # per-output-channel quantized weights
+                shape = (-1, 1, 1, 1)
+                zp = np.asarray(a[key + "wzp"], dtype=np.float32).reshape(shape)
+                w = (np.asarray(a[key + "wq"], dtype=np.float32) - zp) * np.asarray(a[key + "wscale"], np.float32).reshape(shape)
+            else:
+                w = np.asarray(a[key + "w"], dtype=np.float32)
             self.b = np.asarray(a[key + "b"], dtype=np.float32)[:, None, None]
             self.stride, self.d2s, self.relu = (int(v) for v in a[key + "meta"])
         except KeyError as e:

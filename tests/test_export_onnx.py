@@ -1,0 +1,62 @@
+"""The onnx target: a checkpoint becomes a bundle whose int8 ONNX and numpy backends agree."""
+
+import pytest
+from tiny_model import synthetic_image
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from edgecodec import codec  # noqa: E402
+from edgecodec.bundle import Bundle  # noqa: E402
+from edgecodec.export.onnx_target import ANALYSIS, SYNTHESIS, export_onnx_bundle  # noqa: E402
+from edgecodec.models.hyperprior import HyperpriorCodec, ModelConfig  # noqa: E402
+from edgecodec.models.train import save_checkpoint  # noqa: E402
+from edgecodec.runtimes.numpy_backend import NumpyBackend  # noqa: E402
+from edgecodec.runtimes.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+
+SMALL = ModelConfig(
+    n_analysis=(16, 16, 16), m_latent=16, hyper=(16, 16), hyper_s2=16, z_channels=8, synthesis=(16, 16, 8), lambdas=(0.004, 0.03, 0.2)
+)
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    model = HyperpriorCodec(SMALL)
+    with torch.no_grad():  # a plausible starting point: scale indexes spread over the table
+        model.h_s.layers[-1].bias[SMALL.m_latent :] += 20
+    d = tmp_path_factory.mktemp("export")
+    save_checkpoint(model, None, {"step": 0, "elapsed": 0.0}, d / "ckpt")
+    calib = [synthetic_image(96, 128, s) for s in range(2)]
+    return Bundle(export_onnx_bundle(d / "ckpt", d / "bundle", calib))
+
+
+def test_bundle_lists_checksummed_int8_artifacts(small_bundle):
+    art = small_bundle.manifest["artifacts"]["onnx"]
+    assert art["precision"] == "int8" and set(art["files"]) == {"analysis", "synthesis"}
+    assert small_bundle.artifact("onnx", "synthesis").name == SYNTHESIS
+
+
+def test_synthesis_input_is_exact_and_the_rest_is_int8(small_bundle):
+    g = onnx.load(str(small_bundle.path / SYNTHESIS)).graph
+    consumers = [n for n in g.node if "y_hat" in n.input]
+    assert [n.op_type for n in consumers] == ["Mul"]  # y_hat never passes a QuantizeLinear
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    producers = {o: n for n in g.node for o in n.output}
+    quantized = [producers.get(c.input[1]) is not None and producers[c.input[1]].op_type == "DequantizeLinear" for c in convs]
+    assert quantized == [False] + [True] * (len(convs) - 1)
+    a = onnx.load(str(small_bundle.path / ANALYSIS)).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in a.node) >= 4
+
+
+def test_onnxruntime_and_numpy_decode_each_others_streams(small_bundle):
+    ort_be, np_be = OnnxRuntimeBackend(small_bundle, threads=1), NumpyBackend(small_bundle)
+    img = synthetic_image(70, 90, 7)
+    for q in (1, 3):
+        for enc_be in (ort_be, np_be):
+            enc = codec.encode(img, q, enc_be)
+            a = codec.decode(enc.data, ort_be)
+            b = codec.decode(enc.data, np_be)
+            assert a.parse.digest() == b.parse.digest() == enc.parse.digest()
+            assert codec.psnr(a.image, b.image) >= 40.0
