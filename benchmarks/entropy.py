@@ -140,7 +140,7 @@ def main() -> None:
             rows = []
             for p in sorted(kodak.glob("*.png"))[:6]:
                 enc = codec.encode(read_image(p), q, be, bundle)
-                t, _ = timed(lambda: codec.parse_stream(enc.data, bundle), a.repeat)
+                t, _ = timed(lambda data=enc.data: codec.parse_stream(data, bundle), a.repeat)
                 st = enc.parse.stats
                 rows.append((len(enc.data), st["model_bits"] / 8, st["y_lanes"], st["skipped"] / st["y_elements"], t))
             b, ideal, lanes, skipped, t = (statistics.mean(c) for c in zip(*rows))

@@ -322,7 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the packaged bundle)")
     ap.add_argument(
-        "--checkpoint", type=Path, default=None, help="checkpoint folder for the fp32 model (default: runs/gpu/ckpt if present)"
+        "--checkpoint", type=Path, default=None, help="checkpoint folder for the fp32 model (default: edgecodec/data/weights)"
     )
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 model even if a checkpoint exists")
     ap.add_argument("--backend", default="onnxruntime", help="edgecodec backend for the int8 model (default: onnxruntime)")
@@ -377,14 +377,14 @@ def main(argv: list[str] | None = None) -> int:
 
     notes: list[str] = []
     ckpt = args.checkpoint
-    if ckpt is None and not args.no_fp32 and (REPO / "runs" / "gpu" / "ckpt" / "state.json").is_file():
-        ckpt = REPO / "runs" / "gpu" / "ckpt"
+    if ckpt is None and not args.no_fp32 and (REPO / "edgecodec" / "data" / "weights" / "state.json").is_file():
+        ckpt = REPO / "edgecodec" / "data" / "weights"
     fp32 = None
     if args.no_fp32:
         ckpt = None
         notes.append("fp32 skipped (--no-fp32)")
     elif ckpt is None:
-        notes.append("fp32 skipped: no --checkpoint and no runs/gpu/ckpt")
+        notes.append("fp32 skipped: no --checkpoint and no shipped weights")
     else:
         if not (ckpt / "state.json").is_file():
             fail(f"no checkpoint at {ckpt} (missing state.json)")

@@ -39,6 +39,10 @@ def _load(model: Optional[Path], backend: str, threads: Optional[int] = None):
     return bundle, open_backend(spec, bundle, threads=threads)
 
 
+def _label(be) -> str:
+    return be.chosen_label() if hasattr(be, "chosen_label") else f"{be.name}:{be.device}"
+
+
 def _pairs(src: Path, out: Path, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
     if src.is_dir():
         files = sorted(p for p in src.iterdir() if p.suffix.lower() in suffixes)
@@ -90,7 +94,7 @@ def encode(
             atomic_write(dst, res.data, force)
             typer.echo(
                 f"{s.name} -> {dst}: {len(res.data)} bytes, {res.bpp:.3f} bpp, PSNR {res.psnr:.2f} dB, "
-                f"{time.perf_counter() - t:.2f} s on {be.name}"
+                f"{time.perf_counter() - t:.2f} s on {_label(be)}"
             )
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
@@ -118,7 +122,7 @@ def decode(
             res = codec.decode(s.read_bytes(), be, bundle)
             atomic_write(dst, encode_image(res.image, dst.suffix.lower() or ".png"), force)
             h = res.header
-            typer.echo(f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {be.name}")
+            typer.echo(f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {_label(be)}")
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
 
@@ -164,7 +168,7 @@ def demo(
         atomic_write(out / (image.stem + ".edgc"), enc.data, force=True)
         atomic_write(out / (image.stem + ".decoded.png"), encode_image(dec.image, ".png"), force=True)
         src_bytes = image.stat().st_size
-        typer.echo(f"backend: {be.name} ({be.device}); model {bundle.digest[:12]}, quality {quality}/{bundle.levels}")
+        typer.echo(f"backend: {_label(be)}; model {bundle.digest[:12]}, quality {quality}/{bundle.levels}")
         typer.echo(f"{image.name}: {img.shape[1]}x{img.shape[0]}, {src_bytes} bytes as PNG")
         typer.echo(f"compressed: {len(enc.data)} bytes, {enc.bpp:.3f} bpp ({src_bytes / len(enc.data):.1f}x smaller than the PNG)")
         typer.echo(f"decoded PSNR: {codec.psnr(dec.image, img[..., :3] if img.ndim == 3 else img):.2f} dB (RGB, measured)")
@@ -176,8 +180,8 @@ def demo(
 
 @app.command()
 def export(
-    target: str = typer.Option("onnx", "--target", "-t", help="onnx (more targets: see `edgecodec export --help`)"),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="training checkpoint folder (…/ckpt)"),
+    target: str = typer.Option(..., "--target", "-t", help="onnx, tflite, openvino or all (onnx creates the bundle)"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="weights/checkpoint folder (default: the shipped weights)"),
     out: Path = typer.Option(Path("bundle"), "--out", help="bundle folder to write"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="folder of calibration images (default: the shipped set)"),
 ) -> None:
@@ -187,6 +191,51 @@ def export(
 
         run_export(target, checkpoint, out, calib, progress=lambda s: typer.echo(f"  {s}"))
         typer.echo(f"bundle written to {out}")
+    except (Exception, KeyboardInterrupt) as e:
+        _fail(e)
+
+
+@app.command()
+def backends(model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)")) -> None:
+    """List every (runtime, device) candidate on this host: available or not, and why."""
+    try:
+        from .bundle import Bundle
+        from .runtimes.selection import candidates
+
+        for c in candidates(Bundle(model)):
+            typer.echo(f"{c.name:12s} {c.device:8s} {'available' if c.available else 'unavailable: ' + c.reason}")
+    except (Exception, KeyboardInterrupt) as e:
+        _fail(e)
+
+
+@app.command()
+def profile(
+    images: Optional[list[Path]] = typer.Argument(None, help="images (default: the shipped Kodak photo)"),
+    backend: str = typer.Option("all", "--backend", "-b", help="all, or a comma-separated list of runtimes"),
+    repeat: int = typer.Option(10, "--repeat", help="timed runs per image"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads"),
+    quality: Optional[int] = typer.Option(None, "-q", "--quality"),
+    model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON (to compare devices)"),
+) -> None:
+    """Latency per stage (p50/p90), load time, peak memory, bpp and PSNR for every backend on this host."""
+    try:
+        import json
+
+        from . import profile as prof
+        from .io import atomic_write
+
+        paths = [str(p) for p in (images or [EXAMPLE])]
+        for p in paths:
+            if not Path(p).is_file():
+                raise InputError(f"{p}: no such file")
+        names = None if backend == "all" else [n.strip() for n in backend.split(",")]
+        rows = prof.profile(
+            str(model) if model else None, names, paths, quality, repeat, threads, progress=lambda s: typer.echo(s, err=True)
+        )
+        typer.echo(prof.format_table(rows))
+        if json_out:
+            atomic_write(json_out, json.dumps(rows, indent=1).encode(), force=True)
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
 

@@ -25,7 +25,7 @@ WORD_BITS = 16
 MAX_LANES = 65535
 
 
-def choose_lanes(n_symbols: int, estimated_bits: float, flush_fraction: float = 0.015, max_lanes: int = 4096) -> int:
+def choose_lanes(n_symbols: int, estimated_bits: float, flush_fraction: float = 0.02, max_lanes: int = 4096) -> int:
     """Lanes for a stream: as many as keeps the 4-byte lane flushes near ``flush_fraction`` of it.
 
     More lanes mean fewer sequential steps (numpy's per-call cost dominates) but

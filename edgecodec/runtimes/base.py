@@ -7,6 +7,7 @@ they cannot change what a bitstream means (see docs/bitstream.md).
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -24,10 +25,17 @@ class Backend(ABC):
         self.device = device or "CPU"
         self.threads = threads
 
+    target: str | None = None  # the bundle artifact it runs ("onnx", "tflite", "openvino"); None: transforms.npz
+
     @classmethod
     def probe(cls) -> str | None:
         """None when the runtime can be imported, else why not (one line)."""
         return None
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """Devices this runtime can use on this host (only called when ``probe()`` is None)."""
+        return ["CPU"]
 
     @abstractmethod
     def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,23 +64,30 @@ class BackendSpec:
 
 
 # name -> (module, class); imported lazily so the core never imports a runtime
-REGISTRY: dict[str, tuple[str, str]] = {
+REGISTRY: dict[str, tuple[str, str] | type] = {
     "onnxruntime": ("edgecodec.runtimes.onnxruntime_backend", "OnnxRuntimeBackend"),
     "numpy": ("edgecodec.runtimes.numpy_backend", "NumpyBackend"),
+    "openvino": ("edgecodec.runtimes.openvino_backend", "OpenVinoBackend"),
+    "tflite": ("edgecodec.runtimes.tflite_backend", "TfliteBackend"),
 }
 
 
 def backend_class(name: str) -> type[Backend]:
     if name not in REGISTRY:
         raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
-    mod, cls = REGISTRY[name]
+    entry = REGISTRY[name]
+    if isinstance(entry, type):  # a class registered directly (plugins, tests)
+        return entry
+    mod, cls = entry
     return getattr(importlib.import_module(mod), cls)
 
 
 def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None) -> Backend:
-    """Instantiate a backend by name ('auto' picks the first available in preference order)."""
+    """Instantiate a backend by name; 'auto' (or ``$EDGECODEC_BACKEND`` when set) measures and picks."""
     if isinstance(spec, str):
         spec = BackendSpec.parse(spec)
+    if spec.name == "auto" and os.environ.get("EDGECODEC_BACKEND", "auto") != "auto":
+        spec = BackendSpec.parse(os.environ["EDGECODEC_BACKEND"])
     if spec.name == "auto":
         from .selection import choose
 

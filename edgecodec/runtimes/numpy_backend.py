@@ -76,3 +76,6 @@ class NumpyBackend(Backend):
 
     def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
         return run_net(self.g_s, y_hat[0].astype(np.float32) * inv_gain[0])[None]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "version": np.__version__, "precision": "int8 grid, fp32 math"}

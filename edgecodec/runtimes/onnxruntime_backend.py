@@ -13,6 +13,18 @@ from .base import Backend
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     extra = "onnxruntime"
+    target = "onnx"
+
+    PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "DML": "DmlExecutionProvider",
+                 "OPENVINO": "OpenVINOExecutionProvider", "COREML": "CoreMLExecutionProvider", "QNN": "QNNExecutionProvider",
+                 "NNAPI": "NnapiExecutionProvider", "XNNPACK": "XnnpackExecutionProvider"}  # fmt: skip
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        import onnxruntime as ort
+
+        names = {v: k for k, v in cls.PROVIDERS.items()}
+        return [names.get(p, p) for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
 
     @classmethod
     def probe(cls) -> str | None:
@@ -27,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError(why)
         import onnxruntime as ort
 
-        provider = {"CPU": "CPUExecutionProvider"}.get((device or "CPU").upper(), device)
+        provider = self.PROVIDERS.get((device or "CPU").upper(), device)
         if provider not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"onnxruntime has no execution provider {device!r} here (available: {', '.join(ort.get_available_providers())})"

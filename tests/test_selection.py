@@ -1,0 +1,126 @@
+"""Automatic backend choice, with fake runtimes and devices (this host has no iGPU or NPU)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from edgecodec import codec
+from edgecodec.errors import BackendUnavailableError
+from edgecodec.runtimes import base, selection
+from edgecodec.runtimes.numpy_backend import NumpyBackend
+from tiny_model import synthetic_image
+
+
+class Good(NumpyBackend):
+    """Correct, with a configurable per-call delay per device."""
+
+    delays = {"CPU": 0.02, "NPU": 0.0, "GPU": 0.05}
+    name = "good"
+    calls = 0
+
+    @classmethod
+    def devices(cls):
+        return ["CPU", "NPU", "GPU"]
+
+    def _wait(self):
+        type(self).calls += 1
+        time.sleep(self.delays[self.device])
+
+    def analysis(self, x, gain):
+        self._wait()
+        return super().analysis(x, gain)
+
+    def synthesis(self, y_hat, inv_gain):
+        self._wait()
+        return super().synthesis(y_hat, inv_gain)
+
+
+class Wrong(NumpyBackend):
+    """Fastest of all, but its outputs are wrong: must never be chosen."""
+
+    name = "wrong"
+
+    def analysis(self, x, gain):
+        y, z = super().analysis(x, gain)
+        return y + 3.0, z
+
+    def synthesis(self, y_hat, inv_gain):
+        return np.zeros_like(super().synthesis(y_hat, inv_gain))
+
+
+class Broken(NumpyBackend):
+    name = "broken"
+
+    def __init__(self, *a, **k):
+        raise BackendUnavailableError("driver crashed")
+
+
+class Missing(NumpyBackend):
+    name = "missing"
+
+    @classmethod
+    def probe(cls):
+        return "not installed (pip install 'edgecodec[missing]')"
+
+
+@pytest.fixture()
+def fakes(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "REGISTRY", {"good": Good, "wrong": Wrong, "broken": Broken, "missing": Missing})
+    monkeypatch.setenv("EDGECODEC_CACHE", str(tmp_path / "cache.json"))
+    Good.calls = 0
+    return tmp_path / "cache.json"
+
+
+def test_candidates_list_every_device_and_why_not(fakes, tiny_bundle):
+    c = {(x.name, x.device): x for x in selection.candidates(tiny_bundle)}
+    assert {("good", "CPU"), ("good", "NPU"), ("good", "GPU"), ("wrong", "CPU"), ("broken", "CPU")} <= set(c)
+    assert not c[("missing", "-")].available and "pip install" in c[("missing", "-")].reason
+
+
+def test_the_fastest_correct_device_wins_and_wrong_or_broken_never_do(fakes, tiny_bundle):
+    auto = selection.AutoBackend(tiny_bundle)
+    enc = codec.encode(synthetic_image(40, 60), 2, auto)
+    assert auto.select("analysis", (64, 64)).device == "NPU"
+    assert auto.select("synthesis", (64, 64)).device == "NPU"
+    status = {(r["backend"], r["device"]): r["status"] for r in auto.report}
+    assert status[("wrong", "CPU")].startswith("mismatch")
+    assert status[("broken", "CPU")] == "load error"
+    assert status[("missing", "-")].startswith("unavailable")
+    assert codec.decode(enc.data, auto).parse.digest() == enc.parse.digest()
+
+
+def test_choice_is_per_role_and_size_class(fakes, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.0, "NPU": 0.03, "GPU": 0.05})
+    auto = selection.AutoBackend(tiny_bundle)
+    assert auto.select("synthesis", (64, 64)).device == "CPU"
+    assert selection.size_class(512, 768) == (512, 768) and selection.size_class(65, 1) == (256, 256)
+
+
+def test_cached_choice_starts_instantly_and_stale_entries_fall_back(fakes, tiny_bundle):
+    selection.AutoBackend(tiny_bundle).select("synthesis", (64, 64))
+    assert fakes.is_file()
+    Good.calls = 0
+    again = selection.AutoBackend(tiny_bundle)
+    assert again.select("synthesis", (64, 64)).device == "NPU"
+    assert Good.calls == 1  # only the quick reference check ran, no timing of all candidates
+    # a cached choice that now fails its check is measured again, never used
+    data = fakes.read_text().replace('"good", "NPU"', '"wrong", "CPU"')
+    fakes.write_text(data)
+    third = selection.AutoBackend(tiny_bundle)
+    assert third.select("synthesis", (64, 64)).name == "good"
+
+
+def test_environment_variable_and_explicit_names_override_auto(fakes, tiny_bundle, monkeypatch):
+    monkeypatch.setenv("EDGECODEC_BACKEND", "good:GPU")
+    be = base.open_backend("auto", tiny_bundle)
+    assert (be.name, be.device) == ("good", "GPU")
+    assert base.open_backend("wrong", tiny_bundle).name == "wrong"  # an explicit choice is obeyed
+    with pytest.raises(BackendUnavailableError, match="pip install"):
+        base.open_backend("missing", tiny_bundle)
+
+
+def test_no_usable_backend_is_a_clear_error(fakes, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(base, "REGISTRY", {"wrong": Wrong, "broken": Broken})
+    with pytest.raises(BackendUnavailableError, match="no backend passed"):
+        selection.AutoBackend(tiny_bundle).select("analysis", (64, 64))
