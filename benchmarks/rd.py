@@ -321,9 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kodak", type=Path, default=None, help="folder of Kodak PNGs (default: $EDGECODEC_DATA/kodak or ../shared/data/kodak)"
     )
     ap.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the packaged bundle)")
-    ap.add_argument(
-        "--checkpoint", type=Path, default=None, help="checkpoint folder for the fp32 model (default: edgecodec/data/weights)"
-    )
+    ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder for the fp32 model (default: edgecodec/data/weights)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 model even if a checkpoint exists")
     ap.add_argument("--backend", default="onnxruntime", help="edgecodec backend for the int8 model (default: onnxruntime)")
     ap.add_argument("--qualities", default=None, help="edgecodec quality levels, e.g. 1,2,3 (default: all levels of the bundle)")

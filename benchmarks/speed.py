@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,31 +65,77 @@ def main() -> None:
     stream = codec.encode(img, a.quality, backends.get("onnxruntime") or next(iter(backends.values())), bundle).data
     h, w = img.shape[:2]
     print(f"image {w}x{h}, quality {a.quality}, {len(stream)} bytes ({8 * len(stream) / (w * h):.3f} bpp), {a.threads} threads")
+    from edgecodec.runtimes.selection import AutoBackend
+
+    auto = AutoBackend(bundle, threads=a.threads)
+    codec.decode(stream, auto, bundle)  # selection (cached per host after the first run)
+    backends["auto"] = auto
     rows = {}
     for name, be in backends.items():
         dec = median_time(lambda be=be: codec.decode(stream, be, bundle), a.repeat)
         enc = median_time(lambda be=be: codec.encode(img, a.quality, be, bundle), max(1, a.repeat // 3))
         rows[name] = (dec, enc)
     parse = median_time(lambda: codec.parse_stream(stream, bundle), a.repeat)
-    ref = rows.get("torch-fp32", (None, None))[0]
-    print(f"{'backend':14s} {'decode ms':>10s} {'encode ms':>10s} {'decode vs torch fp32':>22s}")
-    for name, (dec, enc) in rows.items():
-        ratio = f"{dec / ref:.2f}x" if ref else "n/a"
-        print(f"{name:14s} {1e3 * dec:10.1f} {1e3 * enc:10.1f} {ratio:>22s}")
-    print(f"entropy decode + integer hyper-decoder (no transforms): {1e3 * parse:.1f} ms")
+    _, p = codec.parse_stream(stream, bundle)
+    classical = {}
     try:
         from PIL import Image
+
+        for fmt, kw in (("JPEG", {"quality": 75, "optimize": True}), ("WEBP", {"quality": 75, "method": 6}), ("AVIF", {"quality": 60})):
+            buf = io.BytesIO()
+            try:
+                Image.fromarray(img[..., :3]).save(buf, fmt, **kw)
+            except (KeyError, OSError, ValueError):
+                continue
+            data = buf.getvalue()
+            t = median_time(lambda data=data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), a.repeat)
+            classical[fmt] = (t, 8 * len(data) / (w * h))
     except ImportError:
-        return
-    for fmt, kw in (("JPEG", {"quality": 75, "optimize": True}), ("WEBP", {"quality": 75, "method": 6}), ("AVIF", {"quality": 60})):
-        buf = io.BytesIO()
-        try:
-            Image.fromarray(img[..., :3]).save(buf, fmt, **kw)
-        except (KeyError, OSError, ValueError):
-            continue
-        data = buf.getvalue()
-        t = median_time(lambda data=data: Image.open(io.BytesIO(data)).convert("RGB").load(), a.repeat)
-        print(f"{fmt:14s} {1e3 * t:10.1f} ms decode (Pillow, {8 * len(data) / (w * h):.3f} bpp)")
+        pass
+    ref = rows.get("torch-fp32", (None, None))[0]
+    avif = classical.get("AVIF", (None,))[0]
+    print(f"{'backend':14s} {'decode ms':>10s} {'encode ms':>10s} {'dec vs torch fp32':>18s} {'dec vs AVIF':>12s}")
+    for name, (dec, enc) in rows.items():
+        r1 = f"{dec / ref:.2f}x" if ref else "n/a"
+        r2 = f"{dec / avif:.1f}x" if avif else "n/a"
+        label = auto.chosen_label() if name == "auto" else name
+        print(f"{label:14s} {1e3 * dec:10.1f} {1e3 * enc:10.1f} {r1:>18s} {r2:>12s}")
+    for fmt, (t, bpp) in classical.items():
+        print(f"{fmt + ' (Pillow)':14s} {1e3 * t:10.1f} {'':>10s} {'':>18s} {(t / avif if avif else 0):>11.1f}x   ({bpp:.3f} bpp)")
+    print(
+        f"entropy decode + integer hyper-decoder: {1e3 * parse:.1f} ms "
+        f"(hyper {1e3 * p.stats['hyper_s']:.1f} ms; {p.stats['coded']} coded symbols, {p.stats['y_lanes']} lanes, "
+        f"{p.stats['coded'] / p.stats['entropy_s'] / 1e6:.1f} M symbols/s)"
+    )
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.edgc"
+        src.write_bytes(stream)
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgecodec.cli",
+            "decode",
+            str(src),
+            "-o",
+            str(Path(tmp) / "out.png"),
+            "--force",
+            "--threads",
+            str(a.threads),
+        ]
+        if a.bundle:
+            cmd += ["--model", str(a.bundle)]
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            ts.append(time.perf_counter() - t)
+        print(f"cold start (process start to PNG written, auto backend, selection cached): {1e3 * statistics.median(ts):.0f} ms")
 
 
 if __name__ == "__main__":

@@ -184,12 +184,14 @@ def export(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="weights/checkpoint folder (default: the shipped weights)"),
     out: Path = typer.Option(Path("bundle"), "--out", help="bundle folder to write"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="folder of calibration images (default: the shipped set)"),
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="check the artifacts against the fp32 model"),
+    max_psnr_loss: float = typer.Option(0.15, "--max-psnr-loss", help="largest PSNR loss (dB) of int8 vs fp32 at any quality"),
 ) -> None:
     """Quantize a trained model to int8 and write a bundle (needs the 'export' extra)."""
     try:
         from .export.registry import run_export
 
-        run_export(target, checkpoint, out, calib, progress=lambda s: typer.echo(f"  {s}"))
+        run_export(target, checkpoint, out, calib, progress=lambda s: typer.echo(f"  {s}"), validate=validate, max_psnr_loss=max_psnr_loss)
         typer.echo(f"bundle written to {out}")
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)

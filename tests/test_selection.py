@@ -4,12 +4,12 @@ import time
 
 import numpy as np
 import pytest
+from tiny_model import synthetic_image
 
 from edgecodec import codec
 from edgecodec.errors import BackendUnavailableError
 from edgecodec.runtimes import base, selection
 from edgecodec.runtimes.numpy_backend import NumpyBackend
-from tiny_model import synthetic_image
 
 
 class Good(NumpyBackend):

@@ -104,7 +104,23 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
-def run_export(target: str, checkpoint: Path | None, out: Path, calib: Path | None, progress=lambda s: None) -> Path:
+def validation_images() -> list[np.ndarray]:
+    """Held-out images for validation: crops of the shipped Kodak photo (never used for calibration)."""
+    from ..io import read_image
+
+    photo = read_image(CALIB_DIR.parent / "kodim23.png")
+    return [photo[:256, :256], photo[256:512, 384:640], photo[100:228, 500:692]]
+
+
+def run_export(
+    target: str,
+    checkpoint: Path | None,
+    out: Path,
+    calib: Path | None,
+    progress=lambda s: None,
+    validate: bool = True,
+    max_psnr_loss: float = 0.15,
+) -> Path:
     """Export ``target`` (or ``all``, in registry order: onnx first, as it creates the bundle)."""
     names = list(EXPORTERS) if target == "all" else [target]
     for n in names:
@@ -121,4 +137,12 @@ def run_export(target: str, checkpoint: Path | None, out: Path, calib: Path | No
     for n in names:
         progress(f"[{n}] exporting" + (f" with {len(images)} calibration images" if EXPORTERS[n].needs_weights else ""))
         EXPORTERS[n].run(checkpoint, out, images, progress)
+    if validate:
+        from .validate import check, format_report
+        from .validate import validate as run_validation
+
+        targets = [t for t in (names if target != "all" else list(EXPORTERS))]
+        report = run_validation(Path(out), checkpoint, validation_images(), targets, max_psnr_loss, progress=progress)
+        progress(format_report(report))
+        check(report)
     return out

@@ -70,6 +70,24 @@ class OnnxRuntimeBackend(Backend):
         (x_hat,) = self._session("synthesis").run(None, {"y_hat": y_hat.astype(np.float32), "inv_gain": inv_gain.astype(np.float32)})
         return x_hat
 
+    def executed_ops(self, role: str) -> list[tuple[str, str]]:
+        """(op type, precision) of every node ORT runs after graph optimization (QDQ fused into int8 kernels)."""
+        import os
+        import tempfile
+
+        import onnx
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+            opts.log_severity_level = 3
+            ort.InferenceSession(str(self.bundle.artifact("onnx", role)), opts, providers=self._providers)
+            nodes = onnx.load(opts.optimized_model_filepath).graph.node
+        int8 = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearConcat"}
+        return [(n.op_type, "int8" if n.op_type in int8 else "fp32") for n in nodes]
+
     def describe(self) -> dict:
         import onnxruntime as ort
 
