@@ -65,7 +65,7 @@ def _quantize(src: Path, dst: Path, feeds: list[dict], exclude: list[str], unsig
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
         nodes_to_exclude=exclude,
-        calibrate_method=CalibrationMethod.MinMax,  # Percentile measured worse (-1.7 dB at the top quality)
+        calibrate_method=CalibrationMethod.MinMax,  # Percentile measured worse (-1.7 dB at the top quality), Entropy equal
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": not unsigned_weights},
     )
 
@@ -102,7 +102,12 @@ def float_outputs(path: Path, names: list[str]) -> None:
 
 
 def _fp32_nodes(path: Path, role: str) -> list[str]:
-    """Nodes kept fp32: the gain Mul and the conv next to it (see module docstring)."""
+    """Nodes kept fp32: the gain Mul, the conv next to it, and (analysis) the first hyper-analysis conv.
+
+    The hyper-analysis reads y, whose range grows with the gain; on a shared 8-bit grid its small
+    values vanish and z loses what it should describe: measured +9% rate at quality 3 on Kodak
+    crops with that conv int8, none with it fp32 (it runs at 1/16 resolution: ~0.3 GMAC).
+    """
     import onnx
 
     nodes = list(onnx.load(str(path)).graph.node)
@@ -110,8 +115,9 @@ def _fp32_nodes(path: Path, role: str) -> list[str]:
     mul = next(n for n in nodes if n.op_type == "Mul" and gain_input in n.input)
     if role == "analysis":
         conv = next(n for n in nodes if n.op_type == "Conv" and n.output[0] in mul.input)
-    else:
-        conv = next(n for n in nodes if n.op_type == "Conv" and mul.output[0] in n.input)
+        h_a0 = next(n for n in nodes if n.op_type == "Conv" and mul.output[0] in n.input)
+        return [mul.name, conv.name, h_a0.name]
+    conv = next(n for n in nodes if n.op_type == "Conv" and mul.output[0] in n.input)
     return [mul.name, conv.name]
 
 
