@@ -1,4 +1,4 @@
-"""TFLite (LiteRT) backend: runs the bundle's full-integer int8 ``.tflite`` transforms on the CPU.
+"""TFLite (LiteRT) backend: runs the bundle's int8 ``.tflite`` transforms (``edgecodec export --target tflite``) on the CPU.
 
 The runtime is ``ai_edge_litert`` (``pip install 'edgecodec[tflite]'``); the older
 ``tflite_runtime`` wheel is used only under numpy < 2, which it was built for. The
@@ -88,7 +88,8 @@ class TfliteBackend(Backend):
     def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = gain.shape[1]
         y, z = self._model("analysis")(
-            np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32), np.ascontiguousarray(gain, dtype=np.float32).reshape(1, 1, 1, m)
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32),
+            np.ascontiguousarray(gain, dtype=np.float32).reshape(1, 1, 1, m),
         )
         return np.ascontiguousarray(y.transpose(0, 3, 1, 2)), np.ascontiguousarray(z.transpose(0, 3, 1, 2))
 
