@@ -101,8 +101,8 @@ def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int)
         lo = t * k
         hi = min(lo + k, n)
         xs = x[: hi - lo]
-        high = np.flatnonzero(xs >= limit[lo:hi])
-        if high.size:
+        high = xs >= limit[lo:hi]
+        if np.count_nonzero(high):
             chunks.append((xs[high] & 0xFFFF).astype(np.uint16))
             xs[high] >>= WORD_BITS
         q, r = np.divmod(xs, freq[lo:hi])
@@ -131,10 +131,11 @@ class Decoder:
             bias_rows.append(slots - c[s])  # x' = freq * (x >> p) + (slot - start)
             sym_rows.append(s)
         empty = np.zeros(0, np.int64)
-        # int32 halves the tables' cache footprint (freq and bias are < 2**17)
-        self.lut_freq = (np.concatenate(freq_rows) if freq_rows else empty).astype(np.int32)
-        self.lut_bias = (np.concatenate(bias_rows) if bias_rows else empty).astype(np.int32)
-        self.lut_sym = (np.concatenate(sym_rows) if sym_rows else empty).astype(np.int32)
+        # uint32 like the decoder states (x' = freq * (x >> P) + bias < 2**32 always): one dtype for
+        # every per-step ufunc, and half the cache footprint of int64 tables
+        self.lut_freq = (np.concatenate(freq_rows) if freq_rows else empty).astype(np.uint32)
+        self.lut_bias = (np.concatenate(bias_rows) if bias_rows else empty).astype(np.uint32)
+        self.lut_sym = np.concatenate(sym_rows) if sym_rows else empty
 
     def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
         tables = self.tables
@@ -153,16 +154,17 @@ class Decoder:
         end_words = 4 + 4 * k + 2 * n_words
         if end_words > len(buf):
             raise CorruptStreamError("entropy-coded data is truncated")
-        x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.int64)
-        words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.int64)
+        x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.uint32)
+        words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.uint32)
         base = table << p
-        mask = (1 << p) - 1
+        mask, prec, low_bound, word_bits = np.uint32((1 << p) - 1), np.uint32(p), np.uint32(STATE_LOW), np.uint32(WORD_BITS)
         lut_freq, lut_bias = self.lut_freq, self.lut_bias
         slot_of = np.empty(n, dtype=np.int64)  # LUT index per symbol; symbols are looked up once at the end
         pos = 0
         steps = -(-n // k)
         if np.any(x < STATE_LOW):
             raise DesyncError("entropy coder state out of range at start; the file is corrupt")
+        # per step: a handful of same-dtype ufuncs over the lanes (numpy call overhead dominates)
         for t in range(steps):
             lo = t * k
             hi = min(lo + k, n)
@@ -170,17 +172,18 @@ class Decoder:
             idx = slot_of[lo:hi]
             np.bitwise_and(xs, mask, out=idx)
             idx += base[lo:hi]
-            xs >>= p
+            xs >>= prec
             xs *= lut_freq[idx]
             xs += lut_bias[idx]
-            low = np.flatnonzero(xs < STATE_LOW)
-            if low.size:
-                nxt = pos + low.size
+            need = xs < low_bound
+            cnt = np.count_nonzero(need)
+            if cnt:
+                nxt = pos + cnt
                 if nxt > n_words:
                     raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
-                xs[low] = (xs[low] << WORD_BITS) | words[pos:nxt]
+                xs[need] = (xs[need] << word_bits) | words[pos:nxt]
                 pos = nxt
-        sym = self.lut_sym[slot_of].astype(np.int64)
+        sym = self.lut_sym[slot_of]
         if pos != n_words or np.any(x != STATE_LOW):
             raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
         length = tables.length[table].astype(np.int64)
