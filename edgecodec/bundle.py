@@ -44,6 +44,7 @@ def default_bundle_path() -> Path:
 class Bundle:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_bundle_path()
+        self._verified: dict[Path, str] = {}
         mpath = self.path / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"no model bundle at {self.path} (missing {MANIFEST}); pass --model with an exported bundle folder")
@@ -105,6 +106,11 @@ class Bundle:
         p = self.path / rel
         if not p.is_file():
             raise BundleError(f"bundle file {p} is missing")
+        want = entry.get("sha256", {}).get(role)
+        if want and self._verified.get(p) != want:
+            if sha256_file(p) != want:
+                raise BundleError(f"{p} does not match its manifest checksum; re-export the bundle")
+            self._verified[p] = want
         return p
 
 

@@ -40,3 +40,23 @@ def test_stream_from_another_model_is_a_model_mismatch(tmp_path, tiny_bundle):
     other = Bundle(build_tiny_bundle(tmp_path / "other", seed=2))
     with pytest.raises(ModelMismatchError, match="--model"):
         codec.parse_stream((GOLDEN / "a_64x64_q1.edgc").read_bytes(), other)
+
+
+def test_modified_bundle_files_are_refused(tmp_path):
+    import shutil
+
+    from edgecodec.bundle import default_bundle_path
+    from edgecodec.errors import BundleError
+
+    b = tmp_path / "b"
+    shutil.copytree(GOLDEN / "tiny_bundle", b)
+    (b / "transforms.npz").write_bytes((b / "transforms.npz").read_bytes() + b"x")
+    with pytest.raises(BundleError, match="checksum"):
+        Bundle(b)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("manifest.json", "entropy.npz", "transforms.npz", "synthesis.int8.onnx"):
+        shutil.copy(default_bundle_path() / name, shipped / name)
+    (shipped / "synthesis.int8.onnx").write_bytes((shipped / "synthesis.int8.onnx").read_bytes()[:-1] + b"\0")
+    with pytest.raises(BundleError, match="checksum"):
+        Bundle(shipped).artifact("onnx", "synthesis")
