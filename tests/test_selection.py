@@ -124,3 +124,12 @@ def test_no_usable_backend_is_a_clear_error(fakes, tiny_bundle, monkeypatch):
     monkeypatch.setattr(base, "REGISTRY", {"wrong": Wrong, "broken": Broken})
     with pytest.raises(BackendUnavailableError, match="no backend passed"):
         selection.AutoBackend(tiny_bundle).select("analysis", (64, 64))
+
+
+def test_a_backend_whose_runtime_is_not_installed_names_its_extra(tiny_bundle):
+    class NotHere(NumpyBackend):
+        name, extra, runtime_module = "nothere", "nothere", "edgecodec_no_such_runtime"
+
+    assert NotHere.probe() == "edgecodec_no_such_runtime is not installed (pip install 'edgecodec[nothere]')"
+    with pytest.raises(BackendUnavailableError, match="pip install"):
+        NotHere(tiny_bundle)

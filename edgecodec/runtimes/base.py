@@ -7,6 +7,7 @@ they cannot change what a bitstream means (see docs/bitstream.md).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,16 +21,22 @@ class Backend(ABC):
     name: str = ""
     extra: str = ""  # the pip extra that installs this runtime
 
+    target: str | None = None  # the bundle artifact it runs ("onnx", "tflite", "openvino"); None: transforms.npz
+    runtime_module: str | None = None  # import name of the runtime; its absence makes the backend unavailable
+
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
+        why = self.probe()
+        if why:
+            raise BackendUnavailableError(why)
         self.bundle = bundle
         self.device = device or "CPU"
         self.threads = threads
 
-    target: str | None = None  # the bundle artifact it runs ("onnx", "tflite", "openvino"); None: transforms.npz
-
     @classmethod
     def probe(cls) -> str | None:
-        """None when the runtime can be imported, else why not (one line)."""
+        """None when the runtime can be imported, else why not (one line, naming the extra to install)."""
+        if cls.runtime_module and importlib.util.find_spec(cls.runtime_module) is None:
+            return f"{cls.runtime_module} is not installed (pip install 'edgecodec[{cls.extra}]')"
         return None
 
     @classmethod

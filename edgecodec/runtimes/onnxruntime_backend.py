@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from ..errors import BackendUnavailableError
@@ -13,6 +11,7 @@ from .base import Backend
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     extra = "onnxruntime"
+    runtime_module = "onnxruntime"
     target = "onnx"
 
     PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "DML": "DmlExecutionProvider",
@@ -26,17 +25,8 @@ class OnnxRuntimeBackend(Backend):
         names = {v: k for k, v in cls.PROVIDERS.items()}
         return [names.get(p, p) for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
 
-    @classmethod
-    def probe(cls) -> str | None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install 'edgecodec[onnxruntime]')"
-        return None
-
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
         super().__init__(bundle, device, threads)
-        why = self.probe()
-        if why:
-            raise BackendUnavailableError(why)
         import onnxruntime as ort
 
         provider = self.PROVIDERS.get((device or "CPU").upper(), device)

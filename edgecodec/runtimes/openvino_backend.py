@@ -18,8 +18,6 @@ lists what each executed node actually ran in.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from ..errors import BackendUnavailableError
@@ -33,6 +31,7 @@ _OUTPUTS = {"analysis": ("y", "z"), "synthesis": ("x_hat",)}
 class OpenVinoBackend(Backend):
     name = "openvino"
     extra = "openvino"
+    runtime_module = "openvino"
     target = TARGET
 
     @classmethod
@@ -41,17 +40,8 @@ class OpenVinoBackend(Backend):
 
         return list(ov.Core().available_devices)  # e.g. ['CPU', 'GPU.0', 'GPU.1', 'NPU']
 
-    @classmethod
-    def probe(cls) -> str | None:
-        if importlib.util.find_spec("openvino") is None:
-            return "openvino is not installed (pip install 'edgecodec[openvino]')"
-        return None
-
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
         super().__init__(bundle, device, threads)
-        why = self.probe()
-        if why:
-            raise BackendUnavailableError(why)
         import openvino as ov
 
         self._core = ov.Core()

@@ -68,9 +68,6 @@ class TfliteBackend(Backend):
 
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
         super().__init__(bundle, device, threads)
-        why = self.probe()
-        if why:
-            raise BackendUnavailableError(why)
         if (device or "CPU").upper() != "CPU":
             raise BackendUnavailableError(f"the tflite backend runs on the CPU only, not {device!r}")
         self.device = "CPU"
