@@ -17,6 +17,12 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 BACKEND_HELP = "auto, onnxruntime, tflite, openvino or numpy, optionally :DEVICE (e.g. openvino:GPU)"
 EXAMPLE = Path(__file__).resolve().parent / "data" / "kodim23.png"
 
+# options shared by several commands (typer reads these as declarations; they hold no state)
+BACKEND_OPTION = typer.Option("auto", "--backend", "-b", help=BACKEND_HELP)
+MODEL_OPTION = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)")
+FORCE_OPTION = typer.Option(False, "--force", help="overwrite existing outputs")
+THREADS_OPTION = typer.Option(None, "--threads", help="runtime threads")
+
 
 def _fail(e: BaseException) -> None:
     if isinstance(e, EdgecodecError):
@@ -72,10 +78,10 @@ def encode(
     quality: Optional[int] = typer.Option(
         None, "-q", "--quality", help="1 (smallest) .. N (best), N = the model's level count; default N/2"
     ),
-    backend: str = typer.Option("auto", "--backend", "-b", help=BACKEND_HELP),
-    model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)"),
-    force: bool = typer.Option(False, "--force", help="overwrite existing outputs"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads"),
+    backend: str = BACKEND_OPTION,
+    model: Optional[Path] = MODEL_OPTION,
+    force: bool = FORCE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Compress images to .edgc files; prints size, bpp and the measured PSNR of what the decoder will show."""
     try:
@@ -104,10 +110,10 @@ def encode(
 def decode(
     src: Path = typer.Argument(..., help=".edgc file or directory of them"),
     output: Path = typer.Option(..., "-o", "--output", help="output image (.png) or directory"),
-    backend: str = typer.Option("auto", "--backend", "-b", help=BACKEND_HELP),
-    model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)"),
-    force: bool = typer.Option(False, "--force", help="overwrite existing outputs"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads"),
+    backend: str = BACKEND_OPTION,
+    model: Optional[Path] = MODEL_OPTION,
+    force: bool = FORCE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Decompress .edgc files to images (PNG unless the output name says otherwise)."""
     try:
@@ -150,7 +156,7 @@ def info(file: Path = typer.Argument(..., help=".edgc file")) -> None:
 def demo(
     image: Path = typer.Argument(EXAMPLE, help="a photo (default: a Kodak photo shipped with the package)"),
     quality: int = typer.Option(4, "-q", "--quality"),
-    backend: str = typer.Option("auto", "--backend", "-b", help=BACKEND_HELP),
+    backend: str = BACKEND_OPTION,
     out: Path = typer.Option(Path("demo-out"), "--out", help="folder for the .edgc and decoded .png"),
 ) -> None:
     """Compress and decompress one photo with the shipped model; print size, bpp, PSNR and time."""
@@ -198,7 +204,7 @@ def export(
 
 
 @app.command()
-def backends(model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)")) -> None:
+def backends(model: Optional[Path] = MODEL_OPTION) -> None:
     """List every (runtime, device) candidate on this host: available or not, and why."""
     try:
         from .bundle import Bundle
@@ -215,9 +221,9 @@ def profile(
     images: Optional[list[Path]] = typer.Argument(None, help="images (default: the shipped Kodak photo)"),
     backend: str = typer.Option("all", "--backend", "-b", help="all, or a comma-separated list of runtimes"),
     repeat: int = typer.Option(10, "--repeat", help="timed runs per image"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads"),
+    threads: Optional[int] = THREADS_OPTION,
     quality: Optional[int] = typer.Option(None, "-q", "--quality"),
-    model: Optional[Path] = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)"),
+    model: Optional[Path] = MODEL_OPTION,
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON (to compare devices)"),
 ) -> None:
     """Latency per stage (p50/p90), load time, peak memory, bpp and PSNR for every backend on this host."""
