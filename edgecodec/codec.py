@@ -79,7 +79,11 @@ def _from_rgb8(rgb: np.ndarray, channels: int, depth: int) -> np.ndarray:
     return out
 
 
-def _pad(rgb: np.ndarray, multiple: int) -> np.ndarray:
+def model_input(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
+    """HxWx3 uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to a multiple of the model's stride.
+
+    The one definition of the transforms' input: the codec and the exporters' calibration use it.
+    """
     h, w, _ = rgb.shape
     ph, pw = -h % multiple, -w % multiple
     x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
@@ -100,7 +104,7 @@ def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | N
     if h > container.MAX_SIDE or w > container.MAX_SIDE or h * w > container.MAX_PIXELS:
         raise InputError(f"image {w}x{h} is larger than the supported {container.MAX_SIDE}px per side")
     t0 = time.perf_counter()
-    x = _pad(rgb, bundle.downsample)
+    x = model_input(rgb, bundle.downsample)
     gain, inv_gain = bundle.gains(int(quality))
     y, z = backend.analysis(x, gain)
     t1 = time.perf_counter()

@@ -27,17 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import add_artifact
+from ..codec import model_input
 from ..errors import ExportError
 from .bundle_builder import build_core_bundle
 
 ANALYSIS, SYNTHESIS = "analysis.int8.onnx", "synthesis.int8.onnx"
-
-
-def pad_to(img: np.ndarray, multiple: int = 64) -> np.ndarray:
-    """HxWx3 uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded like the codec does."""
-    h, w, _ = img.shape
-    x = img.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-    return np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)), mode="edge")
 
 
 class _Feeds:
@@ -193,7 +187,7 @@ def export_onnx_bundle(
     a_feeds, s_feeds, calib_z = [], [], []
     with torch.no_grad():
         for img in calib_images:
-            x = pad_to(img)
+            x = model_input(img)
             for q in range(levels):
                 g = gain[q].reshape(1, -1, 1, 1).astype(np.float32)
                 ig = inv_gain[q].reshape(1, -1, 1, 1).astype(np.float32)

@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import add_artifact
+from ..codec import model_input
 from ..errors import ExportError
-from .onnx_target import pad_to
 
 ANALYSIS, SYNTHESIS = "analysis.int8.tflite", "synthesis.int8.tflite"
 
@@ -254,7 +254,7 @@ def export_tflite(
     progress(f"running the float TensorFlow graph on {len(calib_images)} calibration images x {levels} quality levels")
     a_data, s_data = [], []
     for img in calib_images:
-        x = np.ascontiguousarray(pad_to(img).transpose(0, 2, 3, 1))
+        x = np.ascontiguousarray(model_input(img).transpose(0, 2, 3, 1))
         for q in range(levels):
             g = gain[q].reshape(1, 1, 1, m).astype(np.float32)
             ig = inv_gain[q].reshape(1, 1, 1, m).astype(np.float32)
