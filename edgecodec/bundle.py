@@ -114,11 +114,22 @@ class Bundle:
         return p
 
 
+def half_if_exact(a):
+    """Float arrays whose every value is a float16 go to disk as float16: half the bytes, same numbers.
+
+    The shipped weights are fp16-rounded, so the float layers' weights are; readers cast back to float32.
+    """
+    a = np.asarray(a)
+    if a.dtype.kind == "f" and a.size >= 1024 and np.array_equal(a.astype(np.float16).astype(a.dtype), a):
+        return a.astype(np.float16)
+    return a
+
+
 def write_bundle(path: Path, model_section: dict, entropy_arrays: dict, transform_arrays: dict, extra: dict | None = None) -> Path:
     """Write the core of a bundle (manifest + both .npz); artifacts are added by exporters."""
     path.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path / "entropy.npz", **entropy_arrays)
-    np.savez_compressed(path / "transforms.npz", **transform_arrays)
+    np.savez_compressed(path / "transforms.npz", **{k: half_if_exact(v) for k, v in transform_arrays.items()})
     model = dict(model_section)
     model["entropy_sha256"] = sha256_file(path / "entropy.npz")
     model["transforms_sha256"] = sha256_file(path / "transforms.npz")

@@ -89,8 +89,8 @@ def _build_module(nets: dict, m: int):
                 self.layers[net] = out
 
         @staticmethod
-        def _run(layers, x):
-            for w, b, stride, r, relu in layers:
+        def _run(layers, x, clip_last: bool = False):
+            for i, (w, b, stride, r, relu) in enumerate(layers):
                 k = int(w.shape[0])
                 if stride == 1:
                     x = tf.nn.conv2d(x, w, 1, "SAME")  # odd k, stride 1: symmetric, as in PyTorch
@@ -100,6 +100,8 @@ def _build_module(nets: dict, m: int):
                 x = tf.nn.bias_add(x, b)
                 if relu:
                     x = tf.nn.relu(x)
+                if clip_last and i == len(layers) - 1:  # output range [0, 1]: the pixels' own grid (see onnx_target)
+                    x = tf.clip_by_value(x, 0.0, 1.0)
                 if r > 1:
                     x = tf.nn.depth_to_space(x, r)
             return x
@@ -112,7 +114,7 @@ def _build_module(nets: dict, m: int):
 
         @tf.function(input_signature=[image_spec("y_hat", m), gain_spec("inv_gain")])
         def synthesis(self, y_hat, inv_gain):
-            return {"x_hat": self._run(self.layers["g_s"], y_hat * inv_gain)}
+            return {"x_hat": self._run(self.layers["g_s"], y_hat * inv_gain, clip_last=True)}
 
     return Transforms()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..entropy.latents import LatentConfig
@@ -54,8 +55,18 @@ def latent_config(model: HyperpriorCodec, skip_below: int, precision: int) -> La
     )
 
 
-def gains(model: HyperpriorCodec) -> tuple[np.ndarray, np.ndarray]:
-    return model.log_gain.detach().exp().cpu().numpy(), model.log_inv_gain.detach().exp().cpu().numpy()
+def gains(model: HyperpriorCodec, extrapolated_levels: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, inv_gain) per quality level; ``extrapolated_levels`` more below the trained ones,
+    continuing the two lowest gain vectors geometrically (gain units extrapolate smoothly)."""
+    gain, inv_gain = model.log_gain.detach().exp().cpu().numpy(), model.log_inv_gain.detach().exp().cpu().numpy()
+    low = list(range(extrapolated_levels, 0, -1))
+    if not low:
+        return gain, inv_gain
+    step, inv_step = gain[0] / gain[1], inv_gain[0] / inv_gain[1]
+    return (
+        np.concatenate([np.stack([gain[0] * step**k for k in low]), gain]),
+        np.concatenate([np.stack([inv_gain[0] * inv_step**k for k in low]), inv_gain]),
+    )
 
 
 def z_prior(model: HyperpriorCodec) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +90,13 @@ class SynthesisGraph(nn.Module):
         self.g_s = model.g_s
 
     def forward(self, y_hat: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y_hat * inv_gain)
+        y = y_hat * inv_gain
+        *body, last = self.g_s.layers
+        for layer in body:
+            y = layer(y)
+        # clamp to [0, 1] before the last depth-to-space (same values as clamping after): the last
+        # conv's output range becomes [0, 1], whose 8-bit grid is the pixels' own (see onnx_target)
+        return F.pixel_shuffle(last.conv(y).clamp(0.0, 1.0), 2)
 
 
 def export_onnx_fp32(model: HyperpriorCodec, analysis_path, synthesis_path, opset: int = 17) -> None:

@@ -76,6 +76,22 @@ def ship_weights(checkpoint: Path, out: Path) -> None:
     save_checkpoint(model, None, {k: v for k, v in state.items() if k != "config"}, Path(out), half=True)
 
 
+def random_crops(imgs: list[torch.Tensor], batch: int, crop: int) -> torch.Tensor:
+    """A batch of random ``crop``-sized crops with random flips, as float in [0, 1]."""
+    out = []
+    for _ in range(batch):
+        im = imgs[random.randrange(len(imgs))]
+        _, h, w = im.shape
+        y0, x0 = random.randrange(h - crop + 1), random.randrange(w - crop + 1)
+        c = im[:, y0 : y0 + crop, x0 : x0 + crop]
+        if random.random() < 0.5:
+            c = c.flip(2)
+        if random.random() < 0.5:
+            c = c.flip(1)
+        out.append(c)
+    return torch.stack(out).float().div_(255.0)
+
+
 def lr_at(frac: float, base: float) -> float:
     if frac < 0.02:
         return base * max(frac / 0.02, 0.05)
@@ -135,18 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(frac, a.lr)
-        batch = []
-        for _ in range(a.batch):
-            im = imgs[random.randrange(len(imgs))]
-            _, h, w = im.shape
-            y0, x0 = random.randrange(h - a.crop + 1), random.randrange(w - a.crop + 1)
-            c = im[:, y0 : y0 + a.crop, x0 : x0 + a.crop]
-            if random.random() < 0.5:
-                c = c.flip(2)
-            if random.random() < 0.5:
-                c = c.flip(1)
-            batch.append(c)
-        x = torch.stack(batch).float().div_(255.0)
+        x = random_crops(imgs, a.batch, a.crop)
         q = torch.randint(0, model.config.levels, (a.batch,), device=dev)
         out = model(x, q)
         r = rd_loss(out, x, lambdas[q])
