@@ -131,10 +131,10 @@ class Decoder:
             bias_rows.append(slots - c[s])  # x' = freq * (x >> p) + (slot - start)
             sym_rows.append(s)
         empty = np.zeros(0, np.int64)
-        # uint32 like the decoder states (x' = freq * (x >> P) + bias < 2**32 always): one dtype for
-        # every per-step ufunc, and half the cache footprint of int64 tables
-        self.lut_freq = (np.concatenate(freq_rows) if freq_rows else empty).astype(np.uint32)
-        self.lut_bias = (np.concatenate(bias_rows) if bias_rows else empty).astype(np.uint32)
+        # int64 throughout the per-step loop: numpy's fast path is same-dtype ufuncs over arrays
+        # (a scalar operand or a mixed dtype costs it 2-3x the instructions at Kodak's ~100 lanes)
+        self.lut_freq = np.concatenate(freq_rows) if freq_rows else empty
+        self.lut_bias = np.concatenate(bias_rows) if bias_rows else empty
         self.lut_sym = np.concatenate(sym_rows) if sym_rows else empty
 
     def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
@@ -154,35 +154,46 @@ class Decoder:
         end_words = 4 + 4 * k + 2 * n_words
         if end_words > len(buf):
             raise CorruptStreamError("entropy-coded data is truncated")
-        x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.uint32)
-        words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.uint32)
-        base = table << p
-        mask, prec, low_bound, word_bits = np.uint32((1 << p) - 1), np.uint32(p), np.uint32(STATE_LOW), np.uint32(WORD_BITS)
-        lut_freq, lut_bias = self.lut_freq, self.lut_bias
-        slot_of = np.empty(n, dtype=np.int64)  # LUT index per symbol; symbols are looked up once at the end
-        pos = 0
-        steps = -(-n // k)
+        x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.int64)
+        words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.int64)
         if np.any(x < STATE_LOW):
             raise DesyncError("entropy coder state out of range at start; the file is corrupt")
-        # per step: a handful of same-dtype ufuncs over the lanes (numpy call overhead dominates)
-        for t in range(steps):
-            lo = t * k
-            hi = min(lo + k, n)
-            xs = x[: hi - lo]
-            idx = slot_of[lo:hi]
-            np.bitwise_and(xs, mask, out=idx)
-            idx += base[lo:hi]
-            xs >>= prec
-            xs *= lut_freq[idx]
-            xs += lut_bias[idx]
-            need = xs < low_bound
-            cnt = np.count_nonzero(need)
-            if cnt:
-                nxt = pos + cnt
+        steps = -(-n // k)
+        # per-symbol LUT row offsets, padded to whole steps so every step works on full-lane rows
+        base = np.zeros(steps * k, dtype=np.int64)
+        np.left_shift(table, p, out=base[:n])
+        slot_of = np.empty(steps * k, dtype=np.int64)  # LUT index per symbol; symbols are looked up once at the end
+        base_rows, slot_rows = base.reshape(steps, k), slot_of.reshape(steps, k)
+        # every operand a lane-sized array: same-dtype array ufuncs are numpy's cheapest call
+        mask, prec = np.full(k, (1 << p) - 1, np.int64), np.full(k, p, np.int64)
+        low_bound, word_bits = np.full(k, STATE_LOW, np.int64), np.full(k, WORD_BITS, np.int64)
+        need = np.empty(k, dtype=bool)
+        lut_freq, lut_bias = self.lut_freq, self.lut_bias
+        band, add, mul, shr, shl, less = np.bitwise_and, np.add, np.multiply, np.right_shift, np.left_shift, np.less
+        pos = 0
+        last = n - (steps - 1) * k  # lanes in use at the last step
+        partial = steps - 1 if last < k else -1
+        for t, (idx, row) in enumerate(zip(slot_rows, base_rows)):
+            if t == partial:  # only the first lanes decode at a partial last step
+                x_all, x = x, x[:last]
+                mask, prec, low_bound, need = mask[:last], prec[:last], low_bound[:last], need[:last]
+                idx, row = idx[:last], row[:last]
+            band(x, mask, out=idx)
+            add(idx, row, out=idx)
+            shr(x, prec, out=x)
+            mul(x, lut_freq[idx], out=x)
+            add(x, lut_bias[idx], out=x)
+            less(x, low_bound, out=need)
+            j = need.nonzero()[0]
+            if j.size:
+                nxt = pos + j.size
                 if nxt > n_words:
                     raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
-                xs[need] = (xs[need] << word_bits) | words[pos:nxt]
+                x[j] = shl(x[j], word_bits[: j.size]) | words[pos:nxt]
                 pos = nxt
+        if partial >= 0:
+            x = x_all
+        slot_of = slot_of[:n]
         sym = self.lut_sym[slot_of]
         if pos != n_words or np.any(x != STATE_LOW):
             raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
