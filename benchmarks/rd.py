@@ -37,7 +37,7 @@ else:  # run as a script: benchmarks/ is sys.path[0]
 
 REPO = Path(__file__).resolve().parent.parent
 
-INT8, FP32 = "edgecodec-int8", "edgecodec-fp32"
+INT8, FP32, PREV = "edgecodec-int8", "edgecodec-fp32", "edgecodec-int8-previous"
 
 # quality sweeps chosen to span about 0.1-2 bpp on Kodak (means over the 24 images)
 CLASSICAL: dict[str, tuple[str, list[int]]] = {
@@ -49,6 +49,7 @@ CLASSICAL: dict[str, tuple[str, list[int]]] = {
 LABELS = {
     INT8: "edgecodec int8 (ONNX)",
     FP32: "edgecodec fp32 (torch)",
+    PREV: "edgecodec int8, previous model",
     "jpeg": "JPEG 4:2:0 (optimized)",
     "webp": "WebP (method 6)",
     "avif": "AVIF 4:4:4 (speed 6)",
@@ -201,8 +202,9 @@ def aggregate(per_image: list[dict]) -> dict[str, list[dict]]:
 
 
 def bd_table(agg: dict[str, list[dict]], min_points: int) -> list[dict]:
-    """Model vs each classical codec, fp32 vs JPEG, int8 vs fp32 (those present in ``agg``)."""
-    pairs = [(INT8, c) for c in CLASSICAL] + [(FP32, "jpeg"), (INT8, FP32)]
+    """Model vs each classical codec, fp32 vs JPEG, int8 vs fp32, and int8 vs the previous model's
+    int8 (``--previous-bundle``: the replacement rule), for those present in ``agg``."""
+    pairs = [(INT8, c) for c in CLASSICAL] + [(FP32, "jpeg"), (INT8, FP32), (INT8, PREV), (PREV, "jpeg")]
     pairs = [(t, a) for t, a in pairs if t in agg and a in agg]
     table = []
     for test, anchor in pairs:
@@ -282,7 +284,7 @@ def plot(path: Path, agg: dict[str, list[dict]], bd: list[dict], subtitle: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {INT8: ("C3", "o", "-"), FP32: ("C3", "s", "--"), "jpeg": ("C0", ".", "-"), "webp": ("C2", ".", "-"),
+    styles = {INT8: ("C3", "o", "-"), FP32: ("C3", "s", "--"), PREV: ("C7", "o", ":"), "jpeg": ("C0", ".", "-"), "webp": ("C2", ".", "-"),
               "avif": ("C1", ".", "-"), "jxl": ("C4", ".", "-")}  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2))
     for ax, key, ylabel in ((axes[0], "psnr", "RGB PSNR (dB)"), (axes[1], "msssim_db", "MS-SSIM (dB, -10 log10(1 - MS-SSIM))")):
@@ -322,6 +324,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the packaged bundle)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder for the fp32 model (default: edgecodec/data/weights)")
+    ap.add_argument(
+        "--previous-bundle", type=Path, default=None, help="also run this bundle's int8 model (same backend); BD-rate against it"
+    )
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 model even if a checkpoint exists")
     ap.add_argument("--backend", default="onnxruntime", help="edgecodec backend for the int8 model (default: onnxruntime)")
     ap.add_argument("--qualities", default=None, help="edgecodec quality levels, e.g. 1,2,3 (default: all levels of the bundle)")
@@ -363,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         backend = open_backend(args.backend, bundle, threads=args.threads)
     except EdgecodecError as e:
         fail(f"{e} [rd.py: the bundle folder is --bundle DIR]")
+    previous = None
+    if args.previous_bundle is not None:
+        try:
+            prev_bundle = Bundle(args.previous_bundle)
+            previous = open_backend(args.backend, prev_bundle, threads=args.threads)
+        except EdgecodecError as e:
+            fail(f"{e} [rd.py: --previous-bundle]")
     levels = list(range(1, bundle.levels + 1))
     if args.qualities:
         try:
@@ -420,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     # warm up (ONNX Runtime sessions are created lazily; torch's first call is slow) so no timing includes it
     with Image.open(files[0]) as im:
         crop = np.asarray(im.convert("RGB"))[:128, :128]
-    for be in [backend] + ([fp32] if fp32 is not None else []):
+    for be in [backend] + [b for b in (fp32, previous) if b is not None]:
         codec.decode(codec.encode(crop, levels[0], be).data, be)
 
     checks: dict = {"decoded": 0, "decode_mismatch": [], "psnr_mismatch": []}
@@ -431,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         with Image.open(f) as im:
             img = np.asarray(im.convert("RGB"))
         rows = run_edgecodec(INT8, img, backend, levels, decode=True, checks=checks)
+        if previous is not None:
+            rows += run_edgecodec(PREV, img, previous, list(range(1, previous.bundle.levels + 1)), decode=True, checks=checks)
         if fp32 is not None:  # fp32 decode is timed/verified on the first image only (it is slow and not a deployment path)
             rows += run_edgecodec(FP32, img, fp32, levels, decode=(i == 0), checks=checks)
         for c in codecs:
