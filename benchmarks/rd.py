@@ -399,10 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (ckpt / "state.json").is_file():
             fail(f"no checkpoint at {ckpt} (missing state.json)")
         state = json.loads((ckpt / "state.json").read_text())
-        b_step = bundle.manifest["model"].get("train_step")
-        if b_step is not None and state.get("step") != b_step:
+        b_step = (bundle.manifest["model"].get("train_step"), bundle.manifest["model"].get("qat_step", 0))
+        c_step = (state.get("step"), state.get("qat_step", 0))
+        if b_step[0] is not None and c_step != b_step:
             notes.append(
-                f"WARNING: checkpoint {ckpt} is at step {state.get('step')} but the bundle was exported at step {b_step}; "
+                f"WARNING: checkpoint {ckpt} is at (step, QAT step) {c_step} but the bundle was exported at {b_step}; "
                 "fp32 and int8 are probably not the same model"
             )
         from edgecodec.models.torch_backend import TorchBackend

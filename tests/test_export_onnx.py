@@ -1,5 +1,6 @@
 """The onnx target: a checkpoint becomes a bundle whose int8 ONNX and numpy backends agree."""
 
+import numpy as np
 import pytest
 from tiny_model import synthetic_image
 
@@ -27,7 +28,7 @@ def small_bundle(tmp_path_factory):
     with torch.no_grad():  # a plausible starting point: scale indexes spread over the table
         model.h_s.layers[-1].bias[SMALL.m_latent :] += 20
     d = tmp_path_factory.mktemp("export")
-    save_checkpoint(model, None, {"step": 0, "elapsed": 0.0}, d / "ckpt")
+    save_checkpoint(model, None, {"step": 0, "elapsed": 0.0}, d / "ckpt", half=True)  # fp16-rounded, like the shipped weights
     calib = [synthetic_image(96, 128, s) for s in range(2)]
     return Bundle(export_onnx_bundle(d / "ckpt", d / "bundle", calib))
 
@@ -48,6 +49,31 @@ def test_synthesis_input_is_exact_and_the_rest_is_int8(small_bundle):
     assert quantized == [False] + [True] * (len(convs) - 1)
     a = onnx.load(str(small_bundle.path / ANALYSIS)).graph
     assert sum(n.op_type == "QuantizeLinear" for n in a.node) >= 4
+
+
+def test_float_layers_are_stored_as_float16_and_computed_in_float32(small_bundle):
+    from onnx import TensorProto
+
+    for name in (ANALYSIS, SYNTHESIS):
+        g = onnx.load(str(small_bundle.path / name)).graph
+        halves = {i.name for i in g.initializer if i.data_type == TensorProto.FLOAT16}
+        casts = [n for n in g.node if n.op_type == "Cast" and n.input[0] in halves]
+        assert halves and len(casts) == len(halves)
+        assert all(c.attribute[0].i == TensorProto.FLOAT for c in casts)
+        conv_weights = {n.input[1] for n in g.node if n.op_type == "Conv"}
+        assert {c.output[0] for c in casts} <= conv_weights | {n.input[2] for n in g.node if n.op_type == "Conv"}
+
+
+def test_synthesis_output_is_quantized_on_the_8_bit_pixel_grid(small_bundle):
+    from onnx import numpy_helper
+
+    g = onnx.load(str(small_bundle.path / SYNTHESIS)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    node = producers["x_hat"]
+    while node.op_type != "QuantizeLinear":  # back through DepthToSpace and the output DequantizeLinear
+        node = producers[node.input[0]]
+    assert float(init[node.input[1]]) == np.float32(1 / 255) and int(init[node.input[2]]) == 0
 
 
 def test_onnxruntime_and_numpy_decode_each_others_streams(small_bundle):

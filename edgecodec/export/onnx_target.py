@@ -125,8 +125,9 @@ def half_float_weights(path: Path) -> int:
         h = half_if_exact(a)
         if h.dtype != np.float16:
             continue
-        g.initializer[i].CopyFrom(numpy_helper.from_array(h, init.name + "_fp16"))
-        casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=TensorProto.FLOAT, name=init.name + "_to_fp32"))
+        name = init.name
+        g.initializer[i].CopyFrom(numpy_helper.from_array(h, name + "_fp16"))
+        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=TensorProto.FLOAT, name=name + "_to_fp32"))
         saved += a.nbytes - h.nbytes
     for node in reversed(casts):
         g.node.insert(0, node)
@@ -259,6 +260,7 @@ def export_onnx_bundle(
     meta = {
         "name": "edgecodec-hyperprior",
         "train_step": int(state.get("step", 0)),
+        "qat_step": int(state.get("qat_step", 0)),  # quantization-aware fine-tuning of the synthesis (models/qat.py)
         "architecture": model.config.to_dict(),
         "extrapolated_levels": extrapolated_levels,
     }
