@@ -8,17 +8,15 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from small_torch_model import SMALL  # noqa: E402
+
 from edgecodec import codec  # noqa: E402
 from edgecodec.bundle import Bundle  # noqa: E402
 from edgecodec.export.onnx_target import ANALYSIS, SYNTHESIS, export_onnx_bundle  # noqa: E402
-from edgecodec.models.hyperprior import HyperpriorCodec, ModelConfig  # noqa: E402
+from edgecodec.models.hyperprior import HyperpriorCodec  # noqa: E402
 from edgecodec.models.train import save_checkpoint  # noqa: E402
 from edgecodec.runtimes.numpy_backend import NumpyBackend  # noqa: E402
 from edgecodec.runtimes.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-
-SMALL = ModelConfig(
-    n_analysis=(16, 16, 16), m_latent=16, hyper=(16, 16), hyper_s2=16, z_channels=8, synthesis=(16, 16, 8), lambdas=(0.004, 0.03, 0.2)
-)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ from tiny_model import synthetic_image
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from small_torch_model import SMALL  # noqa: E402
+
 from edgecodec.codec import model_input  # noqa: E402
 from edgecodec.export.onnx_target import SYNTHESIS, export_onnx_bundle  # noqa: E402
 from edgecodec.models import qat  # noqa: E402
-from edgecodec.models.hyperprior import HyperpriorCodec, ModelConfig  # noqa: E402
+from edgecodec.models.hyperprior import HyperpriorCodec  # noqa: E402
 from edgecodec.models.train import save_checkpoint  # noqa: E402
-
-SMALL = ModelConfig(
-    n_analysis=(16, 16, 16), m_latent=16, hyper=(16, 16), hyper_s2=16, z_channels=8, synthesis=(16, 16, 8), lambdas=(0.004, 0.03, 0.2)
-)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .convert import gains
 from .hyperprior import HyperpriorCodec, ste_round
-from .train import load_checkpoint, load_images, random_crops, save_checkpoint
+from .train import load_checkpoint, load_images, log_record, random_crops, save_checkpoint
 
 EXTRAPOLATED_LEVELS = 2  # the exporter's default: calibrate over the same levels it does
 
@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             rec = {"qat_step": state["qat_step"], "elapsed": round(elapsed, 1), "lr": opt.param_groups[0]["lr"]}
             rec.update({k: round(float(np.mean(v)), 4) for k, v in acc.items() if v})
             rec["psnr_fp32_minus_int8_last"] = round(acc["psnr_fp32"][-1] - acc["psnr_int8"][-1], 4)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(json.dumps(rec), flush=True)
+            log_record(log, rec)
             acc = {k: [] for k in acc}
         if state["qat_step"] % a.recalibrate == 0:
             ranges = calibrate(model, calib)

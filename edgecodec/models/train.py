@@ -92,6 +92,14 @@ def random_crops(imgs: list[torch.Tensor], batch: int, crop: int) -> torch.Tenso
     return torch.stack(out).float().div_(255.0)
 
 
+def log_record(log, rec: dict) -> None:
+    """One JSON line to the run's log (flushed, so a killed run keeps it) and to stdout."""
+    line = json.dumps(rec)
+    log.write(line + "\n")
+    log.flush()
+    print(line, flush=True)
+
+
 def lr_at(frac: float, base: float) -> float:
     if frac < 0.02:
         return base * max(frac / 0.02, 0.05)
@@ -165,9 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if state["step"] % a.log_every == 0:
             rec = {"step": state["step"], "elapsed": round(elapsed, 1), "lr": opt.param_groups[0]["lr"]}
             rec.update({k: round(float(torch.stack(v).mean()), 4) for k, v in acc.items()})
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(json.dumps(rec), flush=True)
+            log_record(log, rec)
             acc = {k: [] for k in acc}
         if time.time() - last_ck > a.ckpt_every:
             state["elapsed"] = el0 + time.time() - t_run0
