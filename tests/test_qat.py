@@ -54,7 +54,7 @@ def test_fake_quantized_synthesis_simulates_the_exported_int8_graph(exported):
     import onnxruntime as ort
 
     model, calib, bundle = exported
-    ranges = qat.calibrate(model, [torch.from_numpy(model_input(im)) for im in calib])
+    ranges = qat.calibrate(model, qat.calibration_latents(model, [torch.from_numpy(model_input(im)) for im in calib]))
     sess = ort.InferenceSession(str(bundle / SYNTHESIS), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(model_input(synthetic_image(64, 64, 9)))
     q = SMALL.levels - 1

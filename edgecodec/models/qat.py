@@ -89,13 +89,21 @@ def latents(model: HyperpriorCodec, x: torch.Tensor, gain: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def calibrate(model: HyperpriorCodec, calib: list[torch.Tensor]) -> dict:
-    """Min/max of every quantized tensor over the calibration crops at every export level."""
-    gain, inv_gain = (torch.from_numpy(g).float()[:, :, None, None] for g in gains(model, EXTRAPOLATED_LEVELS))
+def calibration_latents(model: HyperpriorCodec, calib: list[torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
+    """(level, y_hat) of every calibration crop at every export level. The analysis and the gains
+    stay frozen during QAT, so these are computed once and reused by every recalibration."""
+    gain = torch.from_numpy(gains(model, EXTRAPOLATED_LEVELS)[0]).float()[:, :, None, None]
+    return [(q, latents(model, x, gain[q : q + 1])) for x in calib for q in range(gain.shape[0])]
+
+
+@torch.no_grad()
+def calibrate(model: HyperpriorCodec, calib_latents: list[tuple[int, torch.Tensor]]) -> dict:
+    """Min/max of every quantized tensor of the current synthesis (and inverse gains) over the
+    calibration latents."""
+    inv_gain = torch.from_numpy(gains(model, EXTRAPOLATED_LEVELS)[1]).float()[:, :, None, None]
     record: dict = {}
-    for x in calib:
-        for q in range(gain.shape[0]):
-            synthesis(model, latents(model, x, gain[q : q + 1]), inv_gain[q : q + 1], None, record)
+    for q, y_hat in calib_latents:
+        synthesis(model, y_hat, inv_gain[q : q + 1], None, record)
     return record
 
 
@@ -135,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     imgs = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in load_images(a.data, a.crop)]
     calib = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255.0) for im in load_images(a.calib, 64)]
     lambdas = torch.tensor(model.config.lambdas)
-    ranges = calibrate(model, calib)
+    calib_latents = calibration_latents(model, calib)
+    ranges = calibrate(model, calib_latents)
     shown = {str(k): [round(v, 3) for v in r] for k, r in ranges.items()}
     print(f"{len(imgs)} training images, {len(calib)} calibration crops; input ranges {json.dumps(shown)}", flush=True)
 
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             log_record(log, rec)
             acc = {k: [] for k in acc}
         if state["qat_step"] % a.recalibrate == 0:
-            ranges = calibrate(model, calib)
+            ranges = calibrate(model, calib_latents)
         if time.time() - last_ck > a.ckpt_every:
             state["qat_elapsed"] = el0 + time.time() - t0
             save_checkpoint(model, opt, state, ckdir)
