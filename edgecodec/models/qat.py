@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     ckdir = a.out / "ckpt"
     resumed = a.resume and (ckdir / "state.json").exists()
     model, state = load_checkpoint(ckdir if resumed else a.init)
-    state = {**state, "qat_step": state.get("qat_step", 0), "qat_elapsed": state.get("qat_elapsed", 0.0)}
+    # qat_step counts every QAT step these weights have had; the time budget (and its schedule) is per run
+    state = {**state, "qat_step": state.get("qat_step", 0), "qat_elapsed": state.get("qat_elapsed", 0.0) if resumed else 0.0}
     print(f"{'resumed' if resumed else 'starting'} at QAT step {state['qat_step']}", flush=True)
     model.eval()  # no noise paths; only the synthesis and its inverse gains are trained
     params = list(model.g_s.parameters()) + [model.log_inv_gain]
