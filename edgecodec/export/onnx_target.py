@@ -106,10 +106,10 @@ def float_outputs(path: Path, names: list[str]) -> None:
     onnx.save(m, str(path))
 
 
-def half_float_weights(path: Path) -> int:
+def half_float_weights(path: Path) -> None:
     """Store float initializers that are exactly float16 (the fp32 layers' fp16-rounded weights) as
     float16 with a Cast back to float32: the layers still compute in fp32 with the same numbers,
-    the file shrinks by their half. Runtimes fold the Cast at load time. Returns bytes saved."""
+    the file shrinks by their half. Runtimes fold the Cast at load time."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -117,23 +117,20 @@ def half_float_weights(path: Path) -> int:
 
     m = onnx.load(str(path))
     g = m.graph
-    casts, saved = [], 0
-    for i, init in enumerate(list(g.initializer)):
+    casts = []
+    for init in g.initializer:
         if init.data_type != TensorProto.FLOAT:
             continue
-        a = numpy_helper.to_array(init)
-        h = half_if_exact(a)
+        h = half_if_exact(numpy_helper.to_array(init))
         if h.dtype != np.float16:
             continue
         name = init.name
-        g.initializer[i].CopyFrom(numpy_helper.from_array(h, name + "_fp16"))
+        init.CopyFrom(numpy_helper.from_array(h, name + "_fp16"))
         casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=TensorProto.FLOAT, name=name + "_to_fp32"))
-        saved += a.nbytes - h.nbytes
     for node in reversed(casts):
         g.node.insert(0, node)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
-    return saved
 
 
 def _fp32_nodes(path: Path, role: str) -> list[str]:
