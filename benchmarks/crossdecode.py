@@ -15,20 +15,23 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+if __package__:
+    from .kodak import default_kodak
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from kodak import default_kodak
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    env = os.environ.get("EDGECODEC_DATA")
-    ap.add_argument("--kodak", type=Path, default=Path(env) / "kodak" if env else REPO.parent / "shared" / "data" / "kodak")
+    ap.add_argument("--kodak", type=Path, default=default_kodak())
     ap.add_argument("--qualities", default="3,8")
     ap.add_argument("--backends", default="onnxruntime,openvino,tflite,numpy")
     ap.add_argument("--images", type=int, default=None)

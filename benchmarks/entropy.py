@@ -26,6 +26,11 @@ from edgecodec.entropy import rans
 from edgecodec.entropy.cdf import CdfTables, logistic_pmf
 from edgecodec.entropy.latents import LatentConfig, build_y_tables
 
+if __package__:
+    from .kodak import default_kodak
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from kodak import default_kodak
+
 
 def timed(fn, repeat: int) -> tuple[float, object]:
     times, out = [], None
@@ -124,7 +129,7 @@ def main() -> None:
         )
 
     if a.bundle:
-        kodak = a.kodak or Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+        kodak = a.kodak or default_kodak()
         if not kodak.is_dir():
             print(f"no Kodak folder at {kodak}; skipping real streams")
             return

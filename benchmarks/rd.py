@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -31,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
+    from .kodak import default_kodak
     from .metrics import bd_rate, ms_ssim, msssim_db, psnr
 else:  # run as a script: benchmarks/ is sys.path[0]
+    from kodak import default_kodak
     from metrics import bd_rate, ms_ssim, msssim_db, psnr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,11 +311,6 @@ def plot(path: Path, agg: dict[str, list[dict]], bd: list[dict], subtitle: str) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def default_kodak() -> Path:
-    env = os.environ.get("EDGECODEC_DATA")
-    return Path(env) / "kodak" if env else REPO.parent / "shared" / "data" / "kodak"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

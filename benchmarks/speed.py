@@ -18,6 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__:
+    from .kodak import default_kodak
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from kodak import default_kodak
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +38,7 @@ def median_time(fn, repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--image", type=Path, default=ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png")
+    ap.add_argument("--image", type=Path, default=default_kodak() / "kodim23.png")
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "edgecodec" / "data" / "weights")
     ap.add_argument("--quality", type=int, default=4)
