@@ -47,6 +47,12 @@ def test_synthesis_input_is_exact_and_the_rest_is_int8(small_bundle):
     assert quantized == [False] + [True] * (len(convs) - 1)
     a = onnx.load(str(small_bundle.path / ANALYSIS)).graph
     assert sum(n.op_type == "QuantizeLinear" for n in a.node) >= 4
+    producers = {o: n for n in a.node for o in n.output}
+    convs = [n for n in a.node if n.op_type == "Conv"]
+    int8 = [producers[c.input[1]].op_type == "DequantizeLinear" for c in convs]
+    # analysis: the first two convs int8, the last two (before the gain) fp32; hyper-analysis: the first
+    # (it reads the float y) fp32, the rest int8
+    assert int8 == [True, True, False, False, False, True, True]
 
 
 def test_float_layers_are_stored_as_float16_and_computed_in_float32(small_bundle):

@@ -73,6 +73,16 @@ def test_synthesis_convolutions_run_in_int8(ov_bundle, backends):
     assert not [op for op in ops if op[1] in ("bf16", "f16")], ops
 
 
+def test_analysis_convolutions_run_in_int8(backends):
+    ov_be, _ = backends
+    img = read_image(KODIM)[:128, :192]
+    codec.encode(img, 5, ov_be)
+    convs = [prec.lower() for layer, prec in ov_be.executed_ops("analysis") if layer == "Convolution"]
+    # by design fp32: the two analysis convs before the gain and the hyper-analysis conv after it
+    # (uint8 weights with zero points, as in the ONNX graph, would make every one of them f32)
+    assert len(convs) == 7 and convs.count("f32") <= 4 and sum(p in ("u8", "i8") for p in convs) >= 3, convs
+
+
 def test_describe_and_errors(ov_bundle, tmp_path):
     be = open_backend("openvino:cpu", ov_bundle, threads=1)
     d = be.describe()

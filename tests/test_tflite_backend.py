@@ -86,7 +86,17 @@ def test_convolutions_run_in_int8_except_those_next_to_the_gains(backends):
     syn = [dtype for name, dtype in tfl_be.executed_ops("synthesis") if name == "CONV_2D"]
     assert syn[0] == "float32" and set(syn[1:]) == {"int8"}  # the conv after the inverse-gain multiply is fp32
     ana = [dtype for name, dtype in tfl_be.executed_ops("analysis") if name == "CONV_2D"]
-    assert ana.count("float32") == 3 and ana.count("int8") == len(ana) - 3  # on either side of the gain, and the one making z
+    # the two before the gain and the one after it (as in the ONNX graph), and the one making z
+    assert ana.count("float32") == 4 and ana.count("int8") == len(ana) - 4
+
+
+def test_synthesis_output_lies_on_the_8_bit_pixel_grid(backends):
+    _, tfl_be = backends
+    gain, inv_gain = tfl_be.bundle.gains(10)
+    y, _ = tfl_be.analysis(codec.model_input(_photo_crop()), gain)
+    x_hat = tfl_be.synthesis(np.clip(np.rint(y), -127, 127), inv_gain)
+    assert x_hat.min() >= 0.0 and x_hat.max() <= 1.0
+    np.testing.assert_allclose(x_hat * 255, np.rint(x_hat * 255), atol=1e-3)  # no second, coarser grid in between
 
 
 def test_full_integer_export_quantizes_y_hat_exactly(tmp_path_factory):

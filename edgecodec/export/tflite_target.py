@@ -51,6 +51,7 @@ from ..codec import model_input
 from ..errors import ExportError
 
 ANALYSIS, SYNTHESIS = "analysis.int8.tflite", "synthesis.int8.tflite"
+PIXEL_RELU6 = 6.0  # the synthesis' last conv computes 6x the pixels, clamped by a fused RELU6
 
 
 def d2s_permutation(cout: int, r: int) -> np.ndarray:
@@ -83,6 +84,8 @@ def _build_module(nets: dict, m: int):
                     if r > 1:
                         perm = d2s_permutation(w.shape[0], r)
                         w, b = w[perm], b[perm]
+                    if net == "g_s" and i == len(nets[net]) - 1:  # 6x the output, for the fused RELU6 (see _run)
+                        w, b = w * PIXEL_RELU6, b * PIXEL_RELU6
                     wv = tf.Variable(w.transpose(2, 3, 1, 0).astype(np.float32), trainable=False, name=f"{net}_{i}_w")  # HWIO
                     bv = tf.Variable(b.astype(np.float32), trainable=False, name=f"{net}_{i}_b")
                     out.append((wv, bv, int(layer["stride"]), r, bool(layer["relu"])))
@@ -100,11 +103,14 @@ def _build_module(nets: dict, m: int):
                 x = tf.nn.bias_add(x, b)
                 if relu:
                     x = tf.nn.relu(x)
-                if clip_last and i == len(layers) - 1:  # output range [0, 1]: the pixels' own grid (see onnx_target)
-                    x = tf.clip_by_value(x, 0.0, 1.0)
+                if clip_last and i == len(layers) - 1:
+                    # clamp to [0, 1] on the pixels' own grid (see onnx_target): a separate clip would requantize
+                    # the conv's calibrated [-0.21, 1.0] grid (steps of 1.2 pixel levels); RELU6 fuses into the
+                    # conv, so the conv's own output grid is [0, 6] in steps of 6/255 = one level of 6x the pixel
+                    x = tf.nn.relu6(x)
                 if r > 1:
                     x = tf.nn.depth_to_space(x, r)
-            return x
+            return x / PIXEL_RELU6 if clip_last else x  # a float MUL (kept fp32): the exact pixel values
 
         @tf.function(input_signature=[image_spec("x", 3), gain_spec("gain")])
         def analysis(self, x, gain):
@@ -147,19 +153,28 @@ def fp32_nodes(module, fn, role: str) -> list[str]:
     and the last one (z is a float output)."""
     ops, outputs = _ops(_converter(module, fn).convert())  # the float model: same node names as the calibrated one
     muls = [op for op in ops if op[0] == "MUL"]
+    # the synthesis ends with a MUL by 1/6 (see _run), kept fp32 so the output is exactly on the pixel grid
+    out_muls = [op for op in muls if outputs.get("x_hat") in op[3]]
+    muls = [op for op in muls if op not in out_muls]
     if len(muls) != 1:
-        raise ExportError(f"the float {role} graph has {len(muls)} MUL ops, expected 1 (the gain)")
+        raise ExportError(f"the float {role} graph has {len(muls)} gain MUL ops, expected 1")
     mul = muls[0]
-    if role == "analysis":  # the convs on either side of the gain MUL (y stays float into h_a), and the one making z
+    if role == "analysis":  # the convs on either side of the gain MUL (y stays float into h_a), the one making z,
+        # and the analysis conv before the last one (see onnx_target._fp32_nodes)
         convs = [op for op in ops if op[0] == "CONV_2D" and (set(op[3]) & set(mul[2]) or set(op[2]) & set(mul[3]))]
         convs += [op for op in ops if op[0] == "CONV_2D" and outputs["z"] in op[3]]
-        want = 3
+        producer = {o: op for op in ops for o in op[3]}
+        op = producer.get(next(op for op in convs if set(op[3]) & set(mul[2]))[2][0])
+        while op is not None and op[0] != "CONV_2D":  # back through the PAD of the stride-2 conv
+            op = producer.get(op[2][0])
+        convs += [op] if op is not None else []
+        want = 4
     else:  # the conv that consumes the inverse-gain MUL's output
         convs = [op for op in ops if op[0] == "CONV_2D" and set(op[2]) & set(mul[3])]
         want = 1
     if len(convs) != want:
         raise ExportError(f"cannot find the convs to keep fp32 in the float {role} graph")
-    return [mul[3][0]] + [op[3][0] for op in convs]
+    return [mul[3][0]] + [op[3][0] for op in convs + out_muls]
 
 
 def _convert(module, fn, dataset: list[dict[str, np.ndarray]], keep_fp32: list[str]) -> bytes:
