@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    a.out.mkdir(parents=True, exist_ok=True)
     log = open(a.out / "log.jsonl", "a")
     t_run0 = time.time()
     el0 = state["elapsed"]
