@@ -20,8 +20,8 @@ Two quantization modes:
 
 * default (mixed), as in the ONNX target (same fp32 layers as onnxruntime runs): the gain
   ``MUL`` and the conv next to it stay fp32 in both transforms, and in the analysis so do the
-  first hyper-analysis conv (it reads the float ``y``) and the last one (``z`` is a float
-  output); every other conv is int8. ``y_hat`` enters a float ``MUL`` unquantized, so
+  conv before that one, the first hyper-analysis conv (it reads the float ``y``) and the last
+  one (``z`` is a float output); every other conv is int8. ``y_hat`` enters a float ``MUL`` unquantized, so
   integer latents are exact, and ``y = g_a(x) * gain`` leaves the analysis in full
   precision before the codec rounds it. Measured on kodim23 at every level: decodes agree
   with onnxruntime at > 60 dB and encodes match its rate.
@@ -32,6 +32,9 @@ Two quantization modes:
   shared by all levels (``y`` in steps of ~0.8): measured on kodim23, decodes agree with
   onnxruntime at 45 dB at the lowest level but only 37 dB at the highest (1.3 to 3.3 dB below
   it against the original from level 8 up), and TFLite encodes cost 17-23% more rate.
+
+The synthesis output lands on the 8-bit pixel grid: its last conv computes 6x the pixels
+with a fused RELU6 (int8 grid [0, 6] in steps of 6/255) and a float ``MUL`` divides by 6.
 
 Node selection for the mixed mode goes through ``tf.lite.experimental.QuantizationDebugger``
 (denylisted nodes); the export checks the result: the kept ops are fp32, every other conv int8.
@@ -149,8 +152,9 @@ def _ops(content: bytes) -> tuple[list[tuple[str, str, list[str], list[str]]], d
 
 def fp32_nodes(module, fn, role: str) -> list[str]:
     """Output names of the ops kept fp32 in the mixed conversion, as in the ONNX target: the gain MUL
-    and the conv next to it; in the analysis also the first hyper-analysis conv (it reads the float y)
-    and the last one (z is a float output)."""
+    and the conv next to it; in the analysis also the conv before that one, the first hyper-analysis
+    conv (it reads the float y) and the last one (z is a float output); in the synthesis the output
+    MUL by 1/6."""
     ops, outputs = _ops(_converter(module, fn).convert())  # the float model: same node names as the calibrated one
     muls = [op for op in ops if op[0] == "MUL"]
     # the synthesis ends with a MUL by 1/6 (see _run), kept fp32 so the output is exactly on the pixel grid
@@ -164,7 +168,8 @@ def fp32_nodes(module, fn, role: str) -> list[str]:
         convs = [op for op in ops if op[0] == "CONV_2D" and (set(op[3]) & set(mul[2]) or set(op[2]) & set(mul[3]))]
         convs += [op for op in ops if op[0] == "CONV_2D" and outputs["z"] in op[3]]
         producer = {o: op for op in ops for o in op[3]}
-        op = producer.get(next(op for op in convs if set(op[3]) & set(mul[2]))[2][0])
+        last = next((op for op in convs if set(op[3]) & set(mul[2])), None)
+        op = producer.get(last[2][0]) if last else None
         while op is not None and op[0] != "CONV_2D":  # back through the PAD of the stride-2 conv
             op = producer.get(op[2][0])
         convs += [op] if op is not None else []
