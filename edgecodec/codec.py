@@ -45,7 +45,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
 
 
-def _to_rgb8(img: np.ndarray) -> tuple[np.ndarray, int, int]:
+def to_rgb8(img: np.ndarray) -> tuple[np.ndarray, int, int]:
     """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16 -> (HxWx3 uint8, channels, bit depth). Alpha is dropped."""
     if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
         raise InputError("image must be a non-empty HxW or HxWxC array")
@@ -99,7 +99,7 @@ def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | N
     bundle = bundle or backend.bundle
     if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= bundle.levels:
         raise InputError(f"quality must be an integer 1..{bundle.levels}, got {quality!r}")
-    rgb, channels, depth = _to_rgb8(image)
+    rgb, channels, depth = to_rgb8(image)
     h, w, _ = rgb.shape
     if h > container.MAX_SIDE or w > container.MAX_SIDE or h * w > container.MAX_PIXELS:
         raise InputError(f"image {w}x{h} is larger than the supported {container.MAX_SIDE}px per side")

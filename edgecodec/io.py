@@ -39,6 +39,14 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def read_rgb8(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as HxWx3 uint8, converted as the codec codes it (gray repeated, 16-bit
+    rounded to 8, alpha dropped)."""
+    from .codec import to_rgb8
+
+    return to_rgb8(read_image(path))[0]
+
+
 def encode_image(img: np.ndarray, suffix: str) -> bytes:
     cv2 = _cv2()
     arr = img[:, :, ::-1] if img.ndim == 3 else img

@@ -25,7 +25,7 @@ class Exporter:
 
 
 def load_calibration(folder: Path | None) -> list[np.ndarray]:
-    from ..io import IMAGE_SUFFIXES, read_image
+    from ..io import IMAGE_SUFFIXES, read_rgb8
 
     folder = Path(folder) if folder else CALIB_DIR
     if not folder.is_dir():
@@ -33,12 +33,7 @@ def load_calibration(folder: Path | None) -> list[np.ndarray]:
     imgs = []
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            img = read_image(p)
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.dtype != np.uint8:
-                img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-            imgs.append(np.ascontiguousarray(img[:, :, :3][:512, :512]))
+            imgs.append(np.ascontiguousarray(read_rgb8(p)[:512, :512]))
     if not imgs:
         raise InputError(f"no calibration images in {folder}")
     return imgs

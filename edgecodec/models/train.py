@@ -26,13 +26,13 @@ PARTS = ("g_a", "g_s", "h_a", "h_s")
 
 
 def load_images(folder: Path, min_side: int) -> list[np.ndarray]:
-    from PIL import Image
+    from ..io import IMAGE_SUFFIXES, read_rgb8
 
     out = []
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        a = np.asarray(Image.open(p).convert("RGB"))
+        a = read_rgb8(p)
         if min(a.shape[:2]) >= min_side:
             out.append(a)
     if not out:
