@@ -22,6 +22,7 @@ from .entropy.latents import EntropyModel, LatentConfig
 from .errors import BundleError
 
 MANIFEST = "manifest.json"
+ENCODER_FILE = "encoder.npz"
 BUNDLE_VERSION = 1
 
 
@@ -97,6 +98,22 @@ class Bundle:
             t["inv_gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
         )
 
+    @cached_property
+    def _rd_weights(self) -> np.ndarray | None:
+        if "encoder" not in self.manifest.get("artifacts", {}):
+            return None
+        with np.load(self.artifact("encoder", "weights")) as a:
+            w = np.asarray(a["rd_weight"], np.float64)
+        if w.shape != (self.levels, self.latent.y_channels) or not np.isfinite(w).all() or (w < 0).any():
+            raise BundleError(f"bundle {self.path} has invalid encoder weights (shape {w.shape})")
+        return w
+
+    def rd_weight(self, quality: int) -> np.ndarray | None:
+        """Per-channel rate-distortion weights for the encoder's rounding at ``quality`` (None: the bundle
+        has none, so the encoder rounds to nearest). Encoder-only: not part of the model digest."""
+        w = self._rd_weights
+        return None if w is None else w[quality - 1]
+
     def artifact(self, target: str, role: str) -> Path:
         """Path of a runtime artifact (``role`` is 'analysis' or 'synthesis'), checksum-verified."""
         entry = self.manifest.get("artifacts", {}).get(target)
@@ -138,6 +155,14 @@ def write_bundle(path: Path, model_section: dict, entropy_arrays: dict, transfor
     manifest["digest"] = model_digest(model)
     (path / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return path
+
+
+def write_rd_weights(path: Path, weights: np.ndarray, strength: float) -> None:
+    """Store per-level, per-channel rate-distortion weights (``models/rdo.py``) as the ``encoder``
+    artifact. Encoder-only, so outside the model digest: streams do not depend on how the encoder
+    chose its integers."""
+    np.savez_compressed(Path(path) / ENCODER_FILE, rd_weight=np.asarray(weights, np.float32))
+    add_artifact(Path(path), "encoder", {"weights": ENCODER_FILE}, {"strength": float(strength), "made_by": "float synthesis response"})
 
 
 def add_artifact(path: Path, target: str, files: dict[str, str], meta: dict) -> None:

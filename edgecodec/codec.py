@@ -109,7 +109,7 @@ def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | N
     y, z = backend.analysis(x, gain)
     t1 = time.perf_counter()
     em = bundle.entropy_model
-    parse, subs = em.encode(np.rint(y[0]).astype(np.int64), np.rint(z[0]).astype(np.int64))
+    parse, subs = em.encode(y[0], np.rint(z[0]).astype(np.int64), bundle.rd_weight(int(quality)))
     t2 = time.perf_counter()
     header = container.Header(bundle.digest_bytes, w, h, channels, depth, int(quality), bundle.latent.precision)
     data = container.pack(header, [container.Substream(i, lanes, p) for i, lanes, p in subs])

@@ -35,6 +35,9 @@ def test_bundle_lists_checksummed_int8_artifacts(small_bundle):
     art = small_bundle.manifest["artifacts"]["onnx"]
     assert art["precision"] == "int8" and set(art["files"]) == {"analysis", "synthesis"}
     assert small_bundle.artifact("onnx", "synthesis").name == SYNTHESIS
+    # the encoder's rate-distortion weights, measured on the float synthesis (models/rdo.py)
+    w = np.stack([small_bundle.rd_weight(q) for q in range(1, small_bundle.levels + 1)])
+    assert w.shape == (small_bundle.levels, SMALL.m_latent) and np.isfinite(w).all() and (w >= 0).all()
 
 
 def test_synthesis_input_is_exact_and_the_rest_is_int8(small_bundle):

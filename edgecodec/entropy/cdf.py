@@ -93,13 +93,18 @@ class CdfTables:
         start = self.cdf[table, symbol]
         return self.cdf[table, symbol + 1] - start, start
 
-    def model_bits(self, values: np.ndarray, table: np.ndarray) -> float:
-        """Ideal cost in bits (cross-entropy) of ``values`` under these integer tables, escapes excluded."""
+    def symbol_bits(self, values: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """Ideal cost in bits of each of ``values`` under its table (an escape: the escape symbol's
+        cost, its bypass bytes excluded)."""
         sym = values.astype(np.int64) - self.offset[table]
         esc = (sym < 0) | (sym >= self.length[table])
         sym = np.where(esc, self.length[table], sym)
         f, _ = self.freq_and_start(table, sym)
-        return float(np.sum(self.precision - np.log2(f)))
+        return self.precision - np.log2(f)
+
+    def model_bits(self, values: np.ndarray, table: np.ndarray) -> float:
+        """Ideal cost in bits (cross-entropy) of ``values`` under these integer tables, escapes excluded."""
+        return float(np.sum(self.symbol_bits(values, table)))
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The arrays to store in a bundle's ``.npz`` (see ``from_arrays``)."""

@@ -114,13 +114,24 @@ class EntropyModel:
     def _z_table(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(self.cfg.z_channels)[:, None, None], shape)
 
-    def encode(self, y: np.ndarray, z: np.ndarray) -> tuple[Parse, list[tuple[int, int, bytes]]]:
-        """Code integer latents. Returns the parse (with the y the decoder will see) and substreams
-        as (id, lanes, payload)."""
+    def encode(self, y: np.ndarray, z: np.ndarray, rd_weight: np.ndarray | None = None) -> tuple[Parse, list[tuple[int, int, bytes]]]:
+        """Code latents. Returns the parse (with the y the decoder will see) and substreams as
+        (id, lanes, payload).
+
+        ``y`` is the analysis output (float, or integers already). Without ``rd_weight`` every element
+        is rounded to the nearest integer. With it (per channel: bits worth one squared latent step of
+        error, see ``models/rdo.py``) every coded element becomes whichever of ``floor(y)`` and
+        ``floor(y) + 1`` costs less in table bits plus ``rd_weight * error**2``: the encoder spends
+        bits where they buy distortion. The decoder is unaffected (any integer is a valid latent).
+        """
         z = np.clip(np.asarray(z, dtype=np.int64), -Z_CLAMP, Z_CLAMP)
-        y = np.asarray(y, dtype=np.int64)
-        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP)
+        y = np.asarray(y)
         table, base, coded = self.y_params(z, y.shape[1:])
+        if rd_weight is None or y.dtype.kind in "iu":
+            y = np.rint(y).astype(np.int64)
+        else:
+            y = self._rd_round(y.astype(np.float64), table, base, coded, np.asarray(rd_weight, np.float64))
+        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP)
         y_final = np.where(coded, y_clamped, base)
         zt = self._z_table(z.shape)
         z_bits = self.z_tables.model_bits(z.ravel(), zt.ravel())
@@ -143,6 +154,16 @@ class EntropyModel:
             "y_lanes": y_lanes,
         }
         return Parse(z, y_final, table, coded, stats), subs
+
+    def _rd_round(self, y: np.ndarray, table: np.ndarray, base: np.ndarray, coded: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        lo = np.floor(y).astype(np.int64)
+        out = np.rint(y).astype(np.int64)
+        t, b, v, w = table[coded], base[coded], y[coded], np.broadcast_to(weight.reshape(-1, 1, 1), y.shape)[coded]
+        lo_c = lo[coded]
+        cost_lo = self.y_tables.symbol_bits(lo_c - b, t) + w * (v - lo_c) ** 2
+        cost_hi = self.y_tables.symbol_bits(lo_c + 1 - b, t) + w * (lo_c + 1 - v) ** 2
+        out[coded] = np.where(cost_lo <= cost_hi, lo_c, lo_c + 1)
+        return out
 
     def decode(self, subs: dict[int, tuple[int, bytes]], z_shape: tuple[int, int, int], y_hw: tuple[int, int]) -> Parse:
         if 1 not in subs or 2 not in subs:

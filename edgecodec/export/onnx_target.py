@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import add_artifact
+from ..bundle import add_artifact, write_rd_weights
 from ..codec import model_input
 from ..errors import ExportError
 from .bundle_builder import build_core_bundle
@@ -218,6 +218,7 @@ def export_onnx_bundle(
     import torch
 
     from ..models.convert import export_onnx_fp32, float_nets, gains, latent_config, z_prior
+    from ..models.rdo import STRENGTH, rd_weights
     from ..models.train import load_checkpoint
 
     if not calib_images:
@@ -271,6 +272,8 @@ def export_onnx_bundle(
     }
     build_core_bundle(out, cfg, qnets, gain, inv_gain, *z_prior(model), calib_z, meta)
     add_artifact(out, "onnx", {"analysis": ANALYSIS, "synthesis": SYNTHESIS}, {"precision": "int8", "format": "QDQ", "opset": 17})
+    progress("measuring the synthesis response for the encoder's rate-distortion rounding")
+    write_rd_weights(out, rd_weights(model, calib_images[0], gain, inv_gain, extrapolated_levels), STRENGTH)
     write_reference(out)
     return out
 
