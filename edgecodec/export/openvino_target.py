@@ -41,15 +41,14 @@ def ir_name(onnx_name: str) -> str:
     return onnx_name[: -len(".onnx")] + ".xml"
 
 
-def symmetric_weights(src: Path, dst: Path) -> int:
+def symmetric_weights(src: Path, dst: Path) -> None:
     """Copy the QDQ graph at ``src`` to ``dst`` with every uint8 per-channel conv weight re-quantized to
-    symmetric int8 (scale max|w| / 127 per output channel, zero point 0); returns how many."""
+    symmetric int8 (scale max|w| / 127 per output channel, zero point 0)."""
     import onnx
     from onnx import numpy_helper
 
     m = onnx.load(str(src))
     init = {i.name: i for i in m.graph.initializer}
-    done = 0
     for node in m.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in init or len(node.input) < 3:
             continue
@@ -66,9 +65,7 @@ def symmetric_weights(src: Path, dst: Path) -> int:
         init[node.input[0]].CopyFrom(numpy_helper.from_array(wq, node.input[0]))
         init[node.input[1]].CopyFrom(numpy_helper.from_array(s.astype(np.float32), node.input[1]))
         init[node.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(len(s), np.int8), node.input[2]))
-        done += 1
     onnx.save(m, str(dst))
-    return done
 
 
 def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s: None) -> None:
