@@ -55,18 +55,20 @@ def latent_config(model: HyperpriorCodec, skip_below: int, precision: int) -> La
     )
 
 
+def extend_below(rows: np.ndarray, levels: int) -> np.ndarray:
+    """``rows`` (one per trained level, lowest first) with ``levels`` more prepended, continuing the
+    two lowest geometrically: how the bundle's extrapolated quality levels are made."""
+    if levels <= 0:
+        return rows
+    step = rows[0] / rows[1]
+    return np.concatenate([np.stack([rows[0] * step**k for k in range(levels, 0, -1)]), rows])
+
+
 def gains(model: HyperpriorCodec, extrapolated_levels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(gain, inv_gain) per quality level; ``extrapolated_levels`` more below the trained ones,
     continuing the two lowest gain vectors geometrically (gain units extrapolate smoothly)."""
     gain, inv_gain = model.log_gain.detach().exp().cpu().numpy(), model.log_inv_gain.detach().exp().cpu().numpy()
-    low = list(range(extrapolated_levels, 0, -1))
-    if not low:
-        return gain, inv_gain
-    step, inv_step = gain[0] / gain[1], inv_gain[0] / inv_gain[1]
-    return (
-        np.concatenate([np.stack([gain[0] * step**k for k in low]), gain]),
-        np.concatenate([np.stack([inv_gain[0] * inv_step**k for k in low]), inv_gain]),
-    )
+    return extend_below(gain, extrapolated_levels), extend_below(inv_gain, extrapolated_levels)
 
 
 def z_prior(model: HyperpriorCodec) -> tuple[np.ndarray, np.ndarray]:

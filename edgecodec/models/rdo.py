@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..codec import model_input
-from .convert import SynthesisGraph
+from .convert import SynthesisGraph, extend_below
 from .hyperprior import HyperpriorCodec
 
 STRENGTH = 4.0
@@ -30,10 +30,8 @@ _HALF = 4  # latent crop of 8x8 around each spot: one step's response reaches ~2
 
 def level_lambdas(model: HyperpriorCodec, extrapolated_levels: int) -> np.ndarray:
     """The training lambda of every bundle level; levels below the trained ones continue geometrically,
-    as their gain vectors do (``convert.gains``)."""
-    lam = np.asarray(model.config.lambdas, np.float64)
-    low = [lam[0] * (lam[0] / lam[1]) ** k for k in range(extrapolated_levels, 0, -1)]
-    return np.concatenate([low, lam])
+    as their gain vectors do."""
+    return extend_below(np.asarray(model.config.lambdas, np.float64), extrapolated_levels)
 
 
 @torch.no_grad()
