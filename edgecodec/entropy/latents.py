@@ -156,13 +156,12 @@ class EntropyModel:
         return Parse(z, y_final, table, coded, stats), subs
 
     def _rd_round(self, y: np.ndarray, table: np.ndarray, base: np.ndarray, coded: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        lo = np.floor(y).astype(np.int64)
-        out = np.rint(y).astype(np.int64)
+        out = np.rint(y).astype(np.int64)  # skipped elements: the decoder infers them anyway
         t, b, v, w = table[coded], base[coded], y[coded], np.broadcast_to(weight.reshape(-1, 1, 1), y.shape)[coded]
-        lo_c = lo[coded]
-        cost_lo = self.y_tables.symbol_bits(lo_c - b, t) + w * (v - lo_c) ** 2
-        cost_hi = self.y_tables.symbol_bits(lo_c + 1 - b, t) + w * (lo_c + 1 - v) ** 2
-        out[coded] = np.where(cost_lo <= cost_hi, lo_c, lo_c + 1)
+        lo = np.floor(v).astype(np.int64)
+        cost_lo = self.y_tables.symbol_bits(lo - b, t) + w * (v - lo) ** 2
+        cost_hi = self.y_tables.symbol_bits(lo + 1 - b, t) + w * (lo + 1 - v) ** 2
+        out[coded] = np.where(cost_lo <= cost_hi, lo, lo + 1)
         return out
 
     def decode(self, subs: dict[int, tuple[int, bytes]], z_shape: tuple[int, int, int], y_hw: tuple[int, int]) -> Parse:
