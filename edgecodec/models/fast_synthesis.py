@@ -1,0 +1,171 @@
+"""A light synthesis for the same bitstream (issue 13): <= 5 kMAC per output pixel.
+
+It decodes the latents of the shipped model (``y_hat``, integers from the parse, times the bundle's
+per-level ``inv_gain``, exactly the input of the full synthesis) with the full synthesis' op family
+only, so it runs as int8 kernels on ONNX Runtime, LiteRT and OpenVINO and in the numpy reference:
+
+* 3x3 or 1x1 ``Conv2d`` with padding ``k // 2``;
+* ReLU, placed before depth-to-space (``F.pixel_shuffle``) so runtimes fuse it into the conv;
+* depth-to-space by 2 or 4.
+
+The network is a chain of stages. A stage is one 3x3 conv to ``r*r*cout`` channels, ReLU (not on
+the last stage) and depth-to-space by ``r``, followed by ``mix`` 1x1 conv + ReLU layers of width
+``cout`` at the new resolution. There is exactly one 3x3 conv per stage, so the receptive field
+is at most 1 + 1/2 + 1/4 + ... < 2 latents (32 px) in every direction: the halo the tiling code
+relies on (``receptive_field_latents``).
+
+MACs per output pixel of a conv at input resolution 1/s of the output (s = 16 for the latents):
+``k*k*cin*cout / s**2``. The default (four depth-to-space-by-2 stages 192 -> 64 -> 32 -> 16 -> 3) is
+1728 + 1152 + 1152 + 432 = 4464 MAC/px; the shipped synthesis (192 -> 128 -> 96 -> 48 -> 3) is
+22 032.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAC_BUDGET = 5000.0  # per output pixel (issue 13)
+HALO_LATENTS = 2.0  # the tiling code's halo
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    y_channels: int = 192
+    channels: tuple[int, ...] = (64, 32, 16, 3)  # output channels of each stage (after depth-to-space)
+    factors: tuple[int, ...] = (2, 2, 2, 2)  # depth-to-space factor of each stage; product = 16
+    mix: tuple[int, ...] = (0, 0, 0, 0)  # 1x1 conv + ReLU layers after each stage (0 on the last)
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        if not n or len(self.factors) != n or len(self.mix) != n:
+            raise ValueError("channels, factors and mix need one entry per stage")
+        if math.prod(self.factors) != 16 or any(f not in (1, 2, 4) for f in self.factors):
+            raise ValueError(f"depth-to-space factors {self.factors} must be 1, 2 or 4 and multiply to 16")
+        if self.channels[-1] != 3 or self.mix[-1] != 0:
+            raise ValueError("the last stage must output the 3 pixel channels, with no 1x1 layers after it")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FastConfig:
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+class Stage(nn.Module):
+    """3x3 conv to r*r*cout, ReLU (not on the last stage), depth-to-space by r, then ``mix`` 1x1 conv + ReLU."""
+
+    def __init__(self, cin: int, cout: int, r: int, mix: int, relu: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, r * r * cout, 3, padding=1)
+        self.r, self.relu = r, relu
+        self.mix = nn.ModuleList([nn.Conv2d(cout, cout, 1) for _ in range(mix)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.relu:
+            x = F.relu(x)
+        if self.r > 1:
+            x = F.pixel_shuffle(x, self.r)
+        for m in self.mix:
+            x = F.relu(m(x))
+        return x
+
+
+class FastSynthesis(nn.Module):
+    """``y_hat * inv_gain`` (N, 192, h, w) -> pixels (N, 3, 16h, 16w), unclamped like ``Synthesis``."""
+
+    def __init__(self, config: FastConfig | None = None):
+        super().__init__()
+        c = self.config = config or FastConfig()
+        cins = (c.y_channels,) + c.channels[:-1]
+        n = len(c.channels)
+        self.stages = nn.ModuleList(
+            [Stage(ci, co, r, k, i < n - 1) for i, (ci, co, r, k) in enumerate(zip(cins, c.channels, c.factors, c.mix))]
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for s in self.stages:
+            h = s(h)
+        return h
+
+
+def macs_per_pixel(config: FastConfig) -> float:
+    """Multiply-accumulates per output pixel, counted from the configuration (biases not counted)."""
+    total, res = 0.0, 1.0 / 16  # resolution of the current tensor relative to the output
+    cin = config.y_channels
+    for cout, r, mix in zip(config.channels, config.factors, config.mix):
+        total += 9 * cin * r * r * cout * res * res
+        res *= r
+        total += mix * cout * cout * res * res
+        cin = cout
+    return total
+
+
+def hook_macs_per_pixel(model: nn.Module, h: int = 4, w: int = 4) -> float:
+    """The same count measured: forward hooks on every Conv2d of ``model`` over an (h, w) latent grid."""
+    total = [0]
+
+    def hook(mod: nn.Conv2d, inp, out) -> None:
+        kh, kw = mod.kernel_size
+        total[0] += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, model.config.y_channels, h, w))
+    finally:
+        for hd in handles:
+            hd.remove()
+    return total[0] / (out.shape[-2] * out.shape[-1])
+
+
+def receptive_field_latents(config: FastConfig) -> float:
+    """How far (in latents) an output pixel sees in each direction: each 3x3 conv adds one pixel of its
+    input resolution (1x1 convs add none)."""
+    halo, res = 0.0, 1.0  # res: input resolution of the stage, in latents per pixel
+    for r in config.factors:
+        halo += res
+        res /= r
+    return halo
+
+
+def traced_ops(model: nn.Module) -> set[str]:
+    """Every operation the forward pass runs, from a torch.fx trace: module types (``Conv2d``) and
+    function names (``relu``, ``pixel_shuffle``)."""
+    gm = torch.fx.symbolic_trace(model)
+    mods = dict(gm.named_modules())
+    ops = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            ops.add(type(mods[n.target]).__name__)
+        elif n.op in ("call_function", "call_method"):
+            ops.add(getattr(n.target, "__name__", str(n.target)))
+    return ops
+
+
+@torch.no_grad()
+def init_from_data(model: FastSynthesis, h: torch.Tensor, out_std: float = 0.25, out_mean: float = 0.45) -> None:
+    """Data-dependent initialisation (LSUV-like): scale every conv so its output has unit standard
+    deviation on the batch ``h`` (zero bias), the last one to the pixels' typical spread and mean.
+
+    The default PyTorch init shrinks activations by ~sqrt(3) per layer and the synthesis input
+    ``y_hat * inv_gain`` is far from unit scale, so without this the first steps only learn scale.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    last = convs[-1]
+    for conv in convs:
+        got = {}
+        hd = conv.register_forward_hook(lambda m, i, o, got=got: got.__setitem__("o", o))
+        conv.bias.zero_()
+        model(h)
+        hd.remove()
+        std = float(got["o"].std().clamp_min(1e-8))
+        conv.weight.mul_((out_std if conv is last else 1.0) / std)
+        if conv is last:
+            conv.bias.fill_(out_mean)

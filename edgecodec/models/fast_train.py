@@ -1,0 +1,282 @@
+"""Train the fast synthesis (issue 13) on the frozen latents of the shipped model.
+
+Data: the pairs of ``python -m edgecodec.models.fast_pairs`` (int8 latents exactly as the decoder
+parses them, every quality level, with the original uint8 crops and the full synthesis' decode).
+Each sample is one crop at one random level; the input is ``y_hat * inv_gain[level]`` like the full
+synthesis gets it; the loss is the MSE against the original pixels (``--loss psnr``: the mean over
+the batch of log MSE, which weighs every level alike), plus optionally ``--teacher-weight`` times
+the MSE against the full synthesis' decode.
+
+No flips at training time: the latent code is not flip-equivariant (the shipped synthesis decodes
+flipped latents at ~17 dB), so the pairs were flipped before encoding instead (``fast_pairs``).
+
+Adam; the learning rate follows the elapsed fraction of ``--minutes`` (2% warm-up, cosine decay to
+1%), so ``--resume`` keeps the schedule. Checkpoints (model, optimizer, step and time counters, the
+sampler's random state) are written atomically every ``--ckpt-minutes`` and on exit; the JSONL log
+gets the training loss every ``--log-every`` steps and the PSNR per level on the held-out crops every
+``--val-minutes`` (with the full synthesis' PSNR on the same crops as the baseline, once).
+
+    python -m edgecodec.models.fast_train --data /work/cache/fast --out /work/cache/fast/ckpt --minutes 100 [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fast_synthesis import (
+    MAC_BUDGET,
+    FastConfig,
+    FastSynthesis,
+    hook_macs_per_pixel,
+    init_from_data,
+    macs_per_pixel,
+    receptive_field_latents,
+)
+
+CKPT = "last.pt"
+
+
+def ints(s: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in s.split(","))
+
+
+def lr_at(frac: float, base: float) -> float:
+    """2% linear warm-up from 5%, then cosine decay to 1% of ``base`` at the end of the budget."""
+    if frac < 0.02:
+        return base * max(frac / 0.02, 0.05)
+    t = min((frac - 0.02) / 0.98, 1.0)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class Pairs:
+    """One split of the cached pairs: latents (N, L, M, h, w) int8, pixels (N, H, W, 3) uint8, the full
+    synthesis' decode (N, L, H, W, 3) uint8 (memory-mapped: read only for the teacher term / baseline)."""
+
+    def __init__(self, folder: Path, split: str):
+        done = np.load(folder / f"{split}_done.npy")
+        if not done.all():
+            raise SystemExit(f"{folder}: only {int(done.sum())}/{done.size} {split} crops are encoded; finish fast_pairs first")
+        self.latents = np.load(folder / f"{split}_latents.npy")
+        self.pixels = np.load(folder / f"{split}_pixels.npy")
+        self.full = np.load(folder / f"{split}_full.npy", mmap_mode="r")
+        self.n, self.levels = self.latents.shape[:2]
+
+    def batch(self, idx: np.ndarray, q: np.ndarray, inv_gain: torch.Tensor, teacher: bool = False):
+        y = torch.from_numpy(self.latents[idx, q]).float() * inv_gain[q][:, :, None, None]
+        x = torch.from_numpy(self.pixels[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+        t = torch.from_numpy(np.ascontiguousarray(self.full[idx, q])).permute(0, 3, 1, 2).float().div_(255.0) if teacher else None
+        return y, x, t
+
+
+def psnr_u8(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR of ``a`` clamped and rounded to 8 bits (what a decoder outputs) against ``x`` in [0, 1]."""
+    mse = ((a.clamp(0, 1) * 255).round() - x * 255).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def validate(model: FastSynthesis, val: Pairs, inv_gain: torch.Tensor, batch: int = 16) -> list[float]:
+    """Mean PSNR (dB, over the held-out crops) of the 8-bit decode at every level."""
+    model.eval()
+    out = []
+    for q in range(val.levels):
+        ps = []
+        for s in range(0, val.n, batch):
+            idx = np.arange(s, min(s + batch, val.n))
+            y, x, _ = val.batch(idx, np.full(idx.size, q), inv_gain)
+            ps.append(psnr_u8(model(y), x))
+        out.append(round(float(torch.cat(ps).mean()), 3))
+    model.train()
+    return out
+
+
+def baseline(val: Pairs) -> list[float]:
+    """The same mean PSNR for the full (shipped int8 ONNX Runtime) synthesis' decode of the same latents."""
+    x = val.pixels.reshape(val.n, -1).astype(np.float64)
+    out = []
+    for q in range(val.levels):
+        mse = ((np.asarray(val.full[:, q]).reshape(val.n, -1) - x) ** 2).mean(1)
+        out.append(round(float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)))), 3))
+    return out
+
+
+def save(path: Path, model: FastSynthesis, opt: torch.optim.Optimizer, state: dict, rng: np.random.Generator) -> None:
+    """Atomic: written to a temporary file, then renamed over the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "state": dict(state),
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_model(path: Path) -> FastSynthesis:
+    ck = load(path)
+    model = FastSynthesis(FastConfig.from_dict(ck["config"]))
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description="train the fast synthesis on the frozen latents")
+    ap.add_argument("--data", type=Path, required=True, help="folder written by edgecodec.models.fast_pairs")
+    ap.add_argument("--out", type=Path, required=True, help="checkpoint and log folder")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--minutes", type=float, default=100.0, help="training budget (resumed runs included); the lr follows it")
+    ap.add_argument("--channels", type=ints, default=FastConfig.channels)
+    ap.add_argument("--factors", type=ints, default=FastConfig.factors)
+    ap.add_argument("--mix", type=ints, default=None, help="1x1 layers per stage (default none)")
+    ap.add_argument("--init", choices=("data", "default"), default="data", help="data-dependent (LSUV-like) or PyTorch's default init")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--loss", choices=("mse", "psnr"), default="mse")
+    ap.add_argument("--teacher-weight", type=float, default=0.0, help="weight of the MSE towards the full synthesis' decode")
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--val-minutes", type=float, default=5.0)
+    ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in all (tests, smoke runs)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+
+    train, val = Pairs(a.data, "train"), Pairs(a.data, "val")
+    inv_gain = torch.from_numpy(np.load(a.data / "inv_gain.npy")).float()
+    ckpath = a.out / CKPT
+    resumed = a.resume and ckpath.exists()
+    if resumed:
+        ck = load(ckpath)
+        config = FastConfig.from_dict(ck["config"])
+    else:
+        mix = a.mix if a.mix is not None else (0,) * len(a.channels)
+        config = FastConfig(y_channels=train.latents.shape[2], channels=a.channels, factors=a.factors, mix=mix)
+    model = FastSynthesis(config)
+    macs, hooked = macs_per_pixel(config), hook_macs_per_pixel(model)
+    print(
+        f"config {config.to_dict()}: {macs:.0f} MAC/px (hook count {hooked:.0f}; budget {MAC_BUDGET:.0f}), "
+        f"receptive field {receptive_field_latents(config)} latents, {sum(p.numel() for p in model.parameters())} parameters",
+        flush=True,
+    )
+    if abs(macs - hooked) > 1e-6 * macs:
+        raise SystemExit("analytic and hook MAC counts disagree")
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    rng = np.random.default_rng(a.seed)
+    if resumed:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed at step {state['step']} ({state['elapsed']:.0f} s trained)", flush=True)
+    else:
+        state = {"step": 0, "elapsed": 0.0, "crops": 0}
+        if a.init == "data":
+            idx = rng.integers(0, train.n, 16)
+            init_from_data(model, train.batch(idx, rng.integers(0, train.levels, idx.size), inv_gain)[0])
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    a.out.mkdir(parents=True, exist_ok=True)
+    log = open(a.out / "log.jsonl", "a")
+
+    def record(rec: dict) -> None:
+        line = json.dumps(rec)
+        log.write(line + "\n")
+        log.flush()
+        print(line, flush=True)
+
+    info = {"event": "resume" if resumed else "start", "step": state["step"], "macs_per_pixel": macs, "config": config.to_dict()}
+    info.update(
+        train_crops=train.n, val_crops=val.n, batch=a.batch, lr=a.lr, loss=a.loss, teacher_weight=a.teacher_weight, minutes=a.minutes
+    )
+    record(info)
+    if not resumed:
+        record({"baseline_full_synthesis_psnr": baseline(val)})
+        record({"step": 0, "elapsed": 0.0, "val_psnr": validate(model, val, inv_gain)})
+
+    budget = a.minutes * 60.0
+    t0, el0 = time.time(), state["elapsed"]
+    last_ck = last_val = last_log = t0
+    log_step, log_crops = state["step"], state["crops"]
+    acc: dict[str, list[float]] = {"loss": [], "psnr": []}
+    model.train()
+    while not stop["now"]:
+        elapsed = el0 + time.time() - t0
+        if elapsed >= budget or (a.max_steps and state["step"] >= a.max_steps):
+            break
+        lr = lr_at(elapsed / budget, a.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, train.n, a.batch)
+        q = rng.integers(0, train.levels, a.batch)
+        y, x, t = train.batch(idx, q, inv_gain, teacher=a.teacher_weight > 0)
+        x_hat = model(y)
+        mse = (x_hat - x).pow(2).flatten(1).mean(1)
+        loss = mse.mean() if a.loss == "mse" else torch.log10(mse.clamp_min(1e-10)).mean()
+        if t is not None:
+            loss = loss + a.teacher_weight * F.mse_loss(x_hat, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        state["crops"] += a.batch
+        acc["loss"].append(float(loss.detach()))
+        acc["psnr"].append(float((10 * torch.log10(1.0 / mse.detach().clamp_min(1e-10))).mean()))
+        now = time.time()
+        if state["step"] % a.log_every == 0:
+            dt = now - last_log
+            rec = {"step": state["step"], "elapsed": round(el0 + now - t0, 1), "lr": lr}
+            rec.update({k: round(float(np.mean(v)), 5) for k, v in acc.items()})
+            rec.update(steps_per_s=round((state["step"] - log_step) / dt, 3), crops_per_s=round((state["crops"] - log_crops) / dt, 2))
+            record(rec)
+            acc = {k: [] for k in acc}
+            last_log, log_step, log_crops = now, state["step"], state["crops"]
+        if now - last_val > a.val_minutes * 60:
+            tv = time.time()
+            record(
+                {
+                    "step": state["step"],
+                    "elapsed": round(el0 + now - t0, 1),
+                    "val_psnr": validate(model, val, inv_gain),
+                    "val_s": round(time.time() - tv, 1),
+                }
+            )
+            last_val = last_log = time.time()  # validation time is not training throughput
+            log_step, log_crops = state["step"], state["crops"]
+        if now - last_ck > a.ckpt_minutes * 60:
+            state["elapsed"] = el0 + time.time() - t0
+            save(ckpath, model, opt, state, rng)
+            last_ck = time.time()
+    state["elapsed"] = el0 + time.time() - t0
+    save(ckpath, model, opt, state, rng)
+    record({"step": state["step"], "elapsed": round(state["elapsed"], 1), "val_psnr": validate(model, val, inv_gain), "event": "saved"})
+    log.close()
+    return state
+
+
+if __name__ == "__main__":
+    main()
