@@ -1,265 +1,28 @@
-"""The ``edgecodec`` command: parse flags, call one library function, map errors to exit codes."""
+"""The ``edgecodec`` command (console entry point ``edgecodec.cli:main``).
+
+The commands live in ``edgecodec.cli_app`` and need the 'cli' extra (typer, opencv, rich). This
+module imports none of them at import time, so the command installed without the extra says in one
+line which extra to install instead of printing a ``ModuleNotFoundError`` traceback.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
-from typing import Optional
 
-import typer
-
-from . import codec
-from .errors import EdgecodecError, InputError
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="Learned image codec for edge devices.")
-
-BACKEND_HELP = "auto, onnxruntime, tflite, openvino or numpy, optionally :DEVICE (e.g. openvino:GPU)"
-EXAMPLE = Path(__file__).resolve().parent / "data" / "kodim23.png"
-
-# options shared by several commands (typer reads these as declarations; they hold no state)
-BACKEND_OPTION = typer.Option("auto", "--backend", "-b", help=BACKEND_HELP)
-MODEL_OPTION = typer.Option(None, "--model", help="model bundle folder (default: the shipped one)")
-FORCE_OPTION = typer.Option(False, "--force", help="overwrite existing outputs")
-THREADS_OPTION = typer.Option(None, "--threads", help="runtime threads")
-
-
-def _fail(e: BaseException) -> None:
-    if isinstance(e, EdgecodecError):
-        code = e.exit_code
-        msg = str(e)
-    elif isinstance(e, KeyboardInterrupt):
-        code, msg = 130, "interrupted"
-    else:
-        code, msg = 1, f"internal error: {type(e).__name__}: {e}"
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
-
-
-def _load(model: Optional[Path], backend: str, threads: Optional[int] = None):
-    from .bundle import Bundle
-    from .runtimes.base import BackendSpec, open_backend
-
-    spec = BackendSpec.parse(backend)  # a typo in the backend name is reported before any loading
-    bundle = Bundle(model)
-    return bundle, open_backend(spec, bundle, threads=threads)
-
-
-def _label(be) -> str:
-    return be.chosen_label() if hasattr(be, "chosen_label") else f"{be.name}:{be.device}"
-
-
-def _pairs(src: Path, out: Path, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
-    if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.suffix.lower() in suffixes)
-        if not files:
-            raise InputError(f"{src}: no input files ({', '.join(sorted(suffixes))})")
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out} is not a directory (the input is one)")
-        return [(p, out / (p.stem + new_suffix)) for p in files]
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
-    return [(src, out)]
-
-
-def _progress(items, label: str):
-    if len(items) == 1:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=label, transient=True)
-
-
-@app.command()
-def encode(
-    src: Path = typer.Argument(..., help="image file or directory of images"),
-    output: Path = typer.Option(..., "-o", "--output", help="output .edgc file (or directory)"),
-    quality: Optional[int] = typer.Option(
-        None, "-q", "--quality", help="1 (smallest) .. N (best), N = the model's level count; default N/2"
-    ),
-    backend: str = BACKEND_OPTION,
-    model: Optional[Path] = MODEL_OPTION,
-    force: bool = FORCE_OPTION,
-    threads: Optional[int] = THREADS_OPTION,
-) -> None:
-    """Compress images to .edgc files; prints size, bpp and the measured PSNR of what the decoder will show."""
-    try:
-        from .io import IMAGE_SUFFIXES, atomic_write, check_writable, read_image
-
-        pairs = _pairs(src, output, IMAGE_SUFFIXES, ".edgc")
-        for _, dst in pairs:
-            check_writable(dst, force)
-        bundle, be = _load(model, backend, threads)
-        quality = quality if quality is not None else (bundle.levels + 1) // 2
-        if not 1 <= quality <= bundle.levels:
-            raise InputError(f"quality must be 1..{bundle.levels} for this model, got {quality}")
-        for s, dst in _progress(pairs, "encoding"):
-            t = time.perf_counter()
-            res = codec.encode(read_image(s), quality, be, bundle)
-            atomic_write(dst, res.data, force)
-            typer.echo(
-                f"{s.name} -> {dst}: {len(res.data)} bytes, {res.bpp:.3f} bpp, PSNR {res.psnr:.2f} dB, "
-                f"{time.perf_counter() - t:.2f} s on {_label(be)}"
-            )
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def decode(
-    src: Path = typer.Argument(..., help=".edgc file or directory of them"),
-    output: Path = typer.Option(..., "-o", "--output", help="output image (.png) or directory"),
-    backend: str = BACKEND_OPTION,
-    model: Optional[Path] = MODEL_OPTION,
-    force: bool = FORCE_OPTION,
-    threads: Optional[int] = THREADS_OPTION,
-) -> None:
-    """Decompress .edgc files to images (PNG unless the output name says otherwise)."""
-    try:
-        from .io import atomic_write, check_writable, encode_image
-
-        pairs = _pairs(src, output, {".edgc"}, ".png")
-        for _, dst in pairs:
-            check_writable(dst, force)
-        bundle, be = _load(model, backend, threads)
-        for s, dst in _progress(pairs, "decoding"):
-            t = time.perf_counter()
-            res = codec.decode(s.read_bytes(), be, bundle)
-            atomic_write(dst, encode_image(res.image, dst.suffix.lower() or ".png"), force)
-            h = res.header
-            typer.echo(f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {_label(be)}")
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def info(file: Path = typer.Argument(..., help=".edgc file")) -> None:
-    """Show a stream's header (no model needed)."""
-    try:
-        from . import container
-
-        if not file.is_file():
-            raise InputError(f"{file}: no such file")
-        data = file.read_bytes()
-        h, subs = container.unpack(data)
-        typer.echo(f"{file}: edgecodec v{container.VERSION}, {len(data)} bytes, {8 * len(data) / (h.width * h.height):.3f} bpp")
-        typer.echo(f"  image {h.width}x{h.height}, {h.channels} channel(s), {h.bit_depth}-bit, quality {h.quality}")
-        typer.echo(f"  model {h.model_digest.hex()}, coder precision {h.precision} bits")
-        for s in subs:
-            typer.echo(f"  substream {s.id}: {len(s.payload)} bytes, {s.lanes} lanes")
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def demo(
-    image: Path = typer.Argument(EXAMPLE, help="a photo (default: a Kodak photo shipped with the package)"),
-    quality: int = typer.Option(4, "-q", "--quality"),
-    backend: str = BACKEND_OPTION,
-    out: Path = typer.Option(Path("demo-out"), "--out", help="folder for the .edgc and decoded .png"),
-) -> None:
-    """Compress and decompress one photo with the shipped model; print size, bpp, PSNR and time."""
-    try:
-        from .io import atomic_write, encode_image, read_image
-
-        t0 = time.perf_counter()
-        bundle, be = _load(None, backend)
-        img = read_image(image)
-        t1 = time.perf_counter()
-        enc = codec.encode(img, quality, be, bundle)
-        t2 = time.perf_counter()
-        dec = codec.decode(enc.data, be, bundle)
-        t3 = time.perf_counter()
-        atomic_write(out / (image.stem + ".edgc"), enc.data, force=True)
-        atomic_write(out / (image.stem + ".decoded.png"), encode_image(dec.image, ".png"), force=True)
-        src_bytes = image.stat().st_size
-        typer.echo(f"backend: {_label(be)}; model {bundle.digest[:12]}, quality {quality}/{bundle.levels}")
-        typer.echo(f"{image.name}: {img.shape[1]}x{img.shape[0]}, {src_bytes} bytes as PNG")
-        typer.echo(f"compressed: {len(enc.data)} bytes, {enc.bpp:.3f} bpp ({src_bytes / len(enc.data):.1f}x smaller than the PNG)")
-        typer.echo(f"decoded PSNR: {codec.psnr(dec.image, img[..., :3] if img.ndim == 3 else img):.2f} dB (RGB, measured)")
-        typer.echo(f"time: load {t1 - t0:.2f} s, encode {t2 - t1:.3f} s, decode {t3 - t2:.3f} s")
-        typer.echo(f"wrote {out / (image.stem + '.edgc')} and {out / (image.stem + '.decoded.png')}")
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def export(
-    target: str = typer.Option(..., "--target", "-t", help="onnx, tflite, openvino or all (onnx creates the bundle)"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="weights/checkpoint folder (default: the shipped weights)"),
-    out: Path = typer.Option(Path("bundle"), "--out", help="bundle folder to write"),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="folder of calibration images (default: the shipped set)"),
-    validate: bool = typer.Option(True, "--validate/--no-validate", help="check the artifacts against the fp32 model"),
-    max_psnr_loss: float = typer.Option(0.15, "--max-psnr-loss", help="largest PSNR loss (dB) of int8 vs fp32 at any quality"),
-) -> None:
-    """Quantize a trained model to int8 and write a bundle (needs the 'export' extra)."""
-    try:
-        from .export.registry import run_export
-
-        run_export(target, checkpoint, out, calib, progress=lambda s: typer.echo(f"  {s}"), validate=validate, max_psnr_loss=max_psnr_loss)
-        typer.echo(f"bundle written to {out}")
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def backends(model: Optional[Path] = MODEL_OPTION) -> None:
-    """List every (runtime, device) candidate on this host: available or not, and why."""
-    try:
-        from .bundle import Bundle
-        from .runtimes.selection import candidates
-
-        for c in candidates(Bundle(model)):
-            typer.echo(f"{c.name:12s} {c.device:8s} {'available' if c.available else 'unavailable: ' + c.reason}")
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command()
-def profile(
-    images: Optional[list[Path]] = typer.Argument(None, help="images (default: the shipped Kodak photo)"),
-    backend: str = typer.Option("all", "--backend", "-b", help="all, or a comma-separated list of runtimes"),
-    repeat: int = typer.Option(10, "--repeat", help="timed runs per image"),
-    threads: Optional[int] = THREADS_OPTION,
-    quality: Optional[int] = typer.Option(None, "-q", "--quality"),
-    model: Optional[Path] = MODEL_OPTION,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON (to compare devices)"),
-) -> None:
-    """Latency per stage (p50/p90), load time, peak memory, bpp and PSNR for every backend on this host."""
-    try:
-        import json
-
-        from . import profile as prof
-        from .io import atomic_write
-
-        paths = [str(p) for p in (images or [EXAMPLE])]
-        for p in paths:
-            if not Path(p).is_file():
-                raise InputError(f"{p}: no such file")
-        names = None if backend == "all" else [n.strip() for n in backend.split(",")]
-        rows = prof.profile(
-            str(model) if model else None, names, paths, quality, repeat, threads, progress=lambda s: typer.echo(s, err=True)
-        )
-        typer.echo(prof.format_table(rows))
-        if json_out:
-            atomic_write(json_out, json.dumps(rows, indent=1).encode(), force=True)
-    except (Exception, KeyboardInterrupt) as e:
-        _fail(e)
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> None:
-    """Train the model (arguments as in `python -m edgecodec.models.train --help`)."""
-    try:
-        from .models.train import main as train_main
-    except ImportError as e:
-        _fail(InputError(f"training needs torch ({e.name} missing); pip install torch==2.13.0"))
-        return
-    train_main(list(ctx.args))
+CLI_INSTALL = "pip install 'edgecodec[cli]'"
+CLI_MODULES = ("typer", "click")  # what the app module itself imports from the extra
 
 
 def main() -> None:
+    try:
+        from .cli_app import app
+    except ImportError as e:
+        missing = (e.name or "").partition(".")[0]
+        if missing not in CLI_MODULES:  # not the extra's absence: a broken install, reported as such
+            print(f"error: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+            sys.exit(1)
+        print(f"error: the edgecodec command needs the 'cli' extra ({missing} is not installed): {CLI_INSTALL}", file=sys.stderr)
+        sys.exit(2)
     try:
         app()
     except SystemExit:

@@ -1,7 +1,10 @@
 """The command line: one-line errors with exit code 2 for bad input, atomic outputs, no overwrite without --force."""
 
+import os
+import stat
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -112,3 +115,94 @@ def test_directories_in_and_out(tmp_path):
     assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["0.edgc", "1.edgc", "2.edgc"]
     assert run("decode", tmp_path / "enc", "-o", tmp_path / "dec", *MODEL).returncode == 0
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["0.png", "1.png", "2.png"]
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated-png", "truncated-jpg", "not-an-image"])
+def test_unreadable_images_exit_2(tmp_path, kind):
+    png = cv2.imencode(".png", synthetic_image(37, 53))[1].tobytes()
+    jpg = cv2.imencode(".jpg", synthetic_image(37, 53))[1].tobytes()
+    data = {"empty": b"", "truncated-png": png[:-20], "truncated-jpg": jpg[: len(jpg) // 2], "not-an-image": b"hello, not an image"}
+    src = tmp_path / ("in.jpg" if kind.endswith("jpg") else "in.png")
+    src.write_bytes(data[kind])
+    expect_clean_failure(run("encode", src, "-o", tmp_path / "x.edgc", *MODEL), 2, str(src))
+    assert not (tmp_path / "x.edgc").exists()
+
+
+def test_unknown_output_extension_fails_before_decoding(photo, tmp_path):
+    run("encode", photo, "-o", tmp_path / "a.edgc", *MODEL)
+    data = (tmp_path / "a.edgc").read_bytes()
+    (tmp_path / "t.edgc").write_bytes(data[: len(data) // 2])  # decoding it would fail ("truncated")
+    r = run("decode", tmp_path / "t.edgc", "-o", tmp_path / "out.xyz", "--model", tmp_path / "no-model", "--backend", "numpy")
+    expect_clean_failure(r, 2, "cannot write images as '.xyz'")  # neither the stream nor the model was looked at
+    assert not list(tmp_path.glob("*out.xyz*"))
+    r = run("decode", tmp_path / "a.edgc", "-o", tmp_path / "out.tif", *MODEL)
+    assert r.returncode == 0 and cv2.imread(str(tmp_path / "out.tif")).shape == (37, 53, 3)
+
+
+def test_outputs_follow_umask(photo, tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert run("encode", photo, "-o", tmp_path / "a.edgc", *MODEL).returncode == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.edgc").stat().st_mode) == 0o640
+
+
+def _tiling():
+    return pytest.importorskip("edgecodec.tiling", reason="the library's memory limits (edgecodec.tiling) are not there yet")
+
+
+def test_limit_flags_reach_the_library(photo, tmp_path, monkeypatch):
+    """--max-memory is parsed by the library's parse_size; no flag means no keyword (the library's default)."""
+    from typer.testing import CliRunner
+
+    from edgecodec import cli_app, codec
+
+    calls = []
+    header = SimpleNamespace(width=53, height=37)
+    fake_image = synthetic_image(37, 53)
+
+    def fake_encode(image, quality, backend, bundle, **kw):
+        calls.append(("encode", kw))
+        return SimpleNamespace(data=b"EDGC", bpp=1.0, psnr=30.0)
+
+    def fake_decode(data, backend, bundle, **kw):
+        calls.append(("decode", kw))
+        return SimpleNamespace(image=fake_image, header=header)
+
+    monkeypatch.setattr(codec, "encode", fake_encode)
+    monkeypatch.setattr(codec, "decode", fake_decode)
+    model = [str(a) for a in MODEL]
+
+    def invoke(*args):
+        r = CliRunner().invoke(cli_app.app, [*map(str, args), *model])
+        assert r.exit_code == 0, r.output
+        return calls.pop()
+
+    assert invoke("encode", photo, "-o", tmp_path / "a.edgc") == ("encode", {})
+    (tmp_path / "b.edgc").write_bytes(b"EDGC")
+    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "b.png") == ("decode", {})
+    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "c.png", "--max-pixels", 5) == ("decode", {"max_pixels": 5})
+    tiling = _tiling()
+    size = tiling.parse_size("1.5G")
+    assert invoke("encode", photo, "-o", tmp_path / "d.edgc", "--max-memory", "1.5G") == ("encode", {"max_memory": size})
+    got = invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "e.png", "--max-memory", "1.5G", "--max-pixels", 7)
+    assert got == ("decode", {"max_memory": size, "max_pixels": 7})
+
+
+def test_limit_flags_end_to_end(photo, tmp_path):
+    _tiling()
+    assert run("encode", photo, "-o", tmp_path / "a.edgc", "--max-memory", "64M", *MODEL).returncode == 0
+    expect_clean_failure(run("encode", photo, "-o", tmp_path / "b.edgc", "--max-memory", "lots", *MODEL), 2, "lots")
+    assert not (tmp_path / "b.edgc").exists()
+    expect_clean_failure(run("decode", tmp_path / "a.edgc", "-o", tmp_path / "a.png", "--max-pixels", 100, *MODEL), 2, "1961 pixels")
+    assert not (tmp_path / "a.png").exists()
+    r = run("decode", tmp_path / "a.edgc", "-o", tmp_path / "a.png", "--max-pixels", 1961, "--max-memory", "64M", *MODEL)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "edgecodec.cli", "info", str(tmp_path / "a.edgc")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGECODEC_MAX_PIXELS": "1000"},
+    )
+    assert r.returncode == 0 and "over the decoder's limit of 1000" in r.stdout, r.stdout
