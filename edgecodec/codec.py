@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import container
+from . import container, tiling
 from .bundle import Bundle
 from .entropy.latents import Parse
 from .errors import CorruptStreamError, InputError, ModelMismatchError
 from .runtimes.base import Backend
 
 Z_SUB, Y_SUB = 1, 2
+DEFAULT_MAX_PIXELS = 64_000_000  # decode refuses larger header claims unless raised (48 MP photos pass)
+PIXELS_ENV = "EDGECODEC_MAX_PIXELS"
+
+
+def max_pixels(value: int | None = None) -> int:
+    """The decoder's pixel limit: ``value``, else ``$EDGECODEC_MAX_PIXELS``, else the default."""
+    if value is None:
+        env = os.environ.get(PIXELS_ENV)
+        try:
+            value = int(env) if env else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise InputError(f"${PIXELS_ENV} must be a whole number of pixels, got {env!r}") from None
+    if int(value) < 1:
+        raise InputError(f"the pixel limit must be at least 1, got {value}")
+    return int(value)
 
 
 @dataclass
@@ -82,39 +98,38 @@ def _from_rgb8(rgb: np.ndarray, channels: int, depth: int) -> np.ndarray:
 def model_input(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
     """HxWx3 uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to a multiple of the model's stride.
 
-    The one definition of the transforms' input: the codec and the exporters' calibration use it.
+    The one definition of the transforms' input: the codec (through ``tiling``, window by window)
+    and the exporters' calibration use it.
     """
     h, w, _ = rgb.shape
-    ph, pw = -h % multiple, -w % multiple
-    x = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
+    return tiling.padded_crop(rgb, 0, -(-h // multiple) * multiple, 0, -(-w // multiple) * multiple)
 
 
-def _to_uint8(x_hat: np.ndarray, h: int, w: int) -> np.ndarray:
-    img = x_hat[0, :, :h, :w].transpose(1, 2, 0)
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | None = None) -> EncodeResult:
+def encode(
+    image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | None = None, *, max_memory: int | str | None = None
+) -> EncodeResult:
+    """Compress an image. ``max_memory`` bounds the transforms' working memory (``tiling.max_memory``)."""
     bundle = bundle or backend.bundle
     if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= bundle.levels:
         raise InputError(f"quality must be an integer 1..{bundle.levels}, got {quality!r}")
+    budget = tiling.max_memory(max_memory)
     rgb, channels, depth = to_rgb8(image)
     h, w, _ = rgb.shape
     if h > container.MAX_SIDE or w > container.MAX_SIDE or h * w > container.MAX_PIXELS:
-        raise InputError(f"image {w}x{h} is larger than the supported {container.MAX_SIDE}px per side")
+        raise InputError(
+            f"image {w}x{h} is larger than the format allows ({container.MAX_SIDE} px per side, {container.MAX_PIXELS} pixels)"
+        )
     t0 = time.perf_counter()
-    x = model_input(rgb, bundle.downsample)
     gain, inv_gain = bundle.gains(int(quality))
-    y, z = backend.analysis(x, gain)
+    y, z = tiling.analysis(backend, rgb, gain, bundle, budget)
     t1 = time.perf_counter()
     em = bundle.entropy_model
     parse, subs = em.encode(y[0], np.rint(z[0]).astype(np.int64), bundle.rd_weight(int(quality)))
+    del y, z
     t2 = time.perf_counter()
     header = container.Header(bundle.digest_bytes, w, h, channels, depth, int(quality), bundle.latent.precision)
     data = container.pack(header, [container.Substream(i, lanes, p) for i, lanes, p in subs])
-    x_hat = backend.synthesis(parse.y[None].astype(np.float32), inv_gain)
-    rec = _to_uint8(x_hat, h, w)
+    rec = tiling.synthesis(backend, parse.y, inv_gain, h, w, budget)
     t3 = time.perf_counter()
     return EncodeResult(
         data,
@@ -128,8 +143,14 @@ def encode(image: np.ndarray, quality: int, backend: Backend, bundle: Bundle | N
     )
 
 
-def read_header(data: bytes, bundle: Bundle) -> tuple[container.Header, list[container.Substream]]:
+def read_header(data: bytes, bundle: Bundle, pixel_limit: int | None = None) -> tuple[container.Header, list[container.Substream]]:
     header, subs = container.unpack(data)
+    limit = max_pixels(pixel_limit)
+    if header.width * header.height > limit:
+        raise InputError(
+            f"stream claims a {header.width}x{header.height} image ({header.width * header.height} pixels), over the limit of "
+            f"{limit}; raise it with --max-pixels (or ${PIXELS_ENV}) if the file is trusted"
+        )
     if header.model_digest != bundle.digest_bytes:
         raise ModelMismatchError(
             f"stream was made by model {header.model_digest.hex()} but the loaded model is {bundle.digest[:32]}; "
@@ -142,9 +163,9 @@ def read_header(data: bytes, bundle: Bundle) -> tuple[container.Header, list[con
     return header, subs
 
 
-def parse_stream(data: bytes, bundle: Bundle) -> tuple[container.Header, Parse]:
+def parse_stream(data: bytes, bundle: Bundle, pixel_limit: int | None = None) -> tuple[container.Header, Parse]:
     """Entropy-decode a stream: everything it means, with no transform run."""
-    header, subs = read_header(data, bundle)
+    header, subs = read_header(data, bundle, pixel_limit)
     d = bundle.downsample
     hp, wp = -(-header.height // d) * d, -(-header.width // d) * d
     m = {s.id: (s.lanes, s.payload) for s in subs}
@@ -152,13 +173,16 @@ def parse_stream(data: bytes, bundle: Bundle) -> tuple[container.Header, Parse]:
     return header, parse
 
 
-def decode(data: bytes, backend: Backend, bundle: Bundle | None = None) -> DecodeResult:
+def decode(
+    data: bytes, backend: Backend, bundle: Bundle | None = None, *, max_memory: int | str | None = None, max_pixels: int | None = None
+) -> DecodeResult:
+    """Decompress a stream. ``max_pixels`` refuses larger header claims before any work (``max_pixels()``)."""
     bundle = bundle or backend.bundle
+    budget = tiling.max_memory(max_memory)
     t0 = time.perf_counter()
-    header, parse = parse_stream(data, bundle)
+    header, parse = parse_stream(data, bundle, max_pixels)
     t1 = time.perf_counter()
     _, inv_gain = bundle.gains(header.quality)
-    x_hat = backend.synthesis(parse.y[None].astype(np.float32), inv_gain)
-    rgb = _to_uint8(x_hat, header.height, header.width)
+    rgb = tiling.synthesis(backend, parse.y, inv_gain, header.height, header.width, budget)
     t2 = time.perf_counter()
     return DecodeResult(_from_rgb8(rgb, header.channels, header.bit_depth), header, parse, {"entropy": t1 - t0, "synthesis": t2 - t1})

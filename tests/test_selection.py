@@ -15,7 +15,7 @@ from edgecodec.runtimes.numpy_backend import NumpyBackend
 class Good(NumpyBackend):
     """Correct, with a configurable per-call delay per device."""
 
-    delays = {"CPU": 0.02, "NPU": 0.0, "GPU": 0.05}
+    delays = {"CPU": 0.06, "NPU": 0.0, "GPU": 0.12}  # apart by more than a loaded machine's jitter
     name = "good"
     calls = 0
 
@@ -47,6 +47,17 @@ class Wrong(NumpyBackend):
 
     def synthesis(self, y_hat, inv_gain):
         return np.zeros_like(super().synthesis(y_hat, inv_gain))
+
+
+class Noisy(NumpyBackend):
+    """Fast, and close on average (rms 0.1, what OpenVINO's int8 analysis gave on an AVX2-only CPU),
+    but its latents round to other integers too often: a mean-error check would admit it."""
+
+    name = "noisy"
+
+    def analysis(self, x, gain):
+        y, z = super().analysis(x, gain)
+        return y + np.random.default_rng(0).normal(0, 0.1, y.shape).astype(np.float32), z
 
 
 class Broken(NumpyBackend):
@@ -94,7 +105,52 @@ def test_choice_is_per_role_and_size_class(fakes, tiny_bundle, monkeypatch):
     monkeypatch.setattr(Good, "delays", {"CPU": 0.0, "NPU": 0.03, "GPU": 0.05})
     auto = selection.AutoBackend(tiny_bundle)
     assert auto.select("synthesis", (64, 64)).device == "CPU"
-    assert selection.size_class(512, 768) == (512, 768) and selection.size_class(65, 1) == (256, 256)
+    assert selection.size_class(768, 1000) == (1024, 768) and selection.size_class(65, 1) == (256, 256)
+
+
+def test_portrait_and_landscape_share_one_measurement(fakes, tiny_bundle):
+    auto = selection.AutoBackend(tiny_bundle)
+    auto.select("analysis", (512, 768))
+    Good.calls = 0
+    auto.select("analysis", (768, 512))
+    assert Good.calls == 0
+
+
+def test_a_backend_whose_latents_round_differently_is_rejected_with_the_reason(fakes, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(base, "REGISTRY", {"noisy": Noisy, "good": Good})
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.02, "NPU": 0.02, "GPU": 0.02})
+    auto = selection.AutoBackend(tiny_bundle)
+    assert auto.select("analysis", (64, 64)).name == "good"
+    status = {(r["backend"], r["device"]): r["status"] for r in auto.report}
+    assert status[("noisy", "CPU")].startswith("mismatch") and "coded elements" in status[("noisy", "CPU")]
+    assert auto.select("synthesis", (64, 64)).name == "noisy"  # its synthesis is exact: admitted for decoding
+    survey = {r["backend"]: r for r in selection.AutoBackend(tiny_bundle).survey()}
+    assert survey["noisy"]["analysis"].startswith("quality") and survey["noisy"]["synthesis"] == "ok"
+
+
+def test_installing_a_runtime_measures_only_the_new_one(fakes, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(base, "REGISTRY", {"good": Good})
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.02, "NPU": 0.02, "GPU": 0.02})
+    selection.AutoBackend(tiny_bundle).select("synthesis", (64, 64))
+    monkeypatch.setattr(base, "REGISTRY", {"good": Good, "noisy": Noisy})
+    Good.calls = 0
+    lines = []
+    auto = selection.AutoBackend(tiny_bundle, announce=lines.append)
+    assert auto.select("synthesis", (64, 64)).name == "noisy"  # exact synthesis, no delay: the fastest
+    assert Good.calls == 0  # good's cached measurement stood: nothing of it ran again
+    assert len(lines) == 1 and "choosing a backend" in lines[0]  # said once, because noisy had to be measured
+
+
+def test_measuring_is_announced_once_and_a_cached_choice_is_silent(fakes, tiny_bundle):
+    lines = []
+    auto = selection.AutoBackend(tiny_bundle, announce=lines.append)
+    auto.select("analysis", (64, 64))
+    auto.select("synthesis", (64, 64))
+    auto.select("synthesis", (512, 512))
+    assert len(lines) == 1
+    again = []
+    selection.AutoBackend(tiny_bundle, announce=again.append).select("synthesis", (512, 512))
+    assert again == []
 
 
 def test_cached_choice_starts_instantly_and_stale_entries_fall_back(fakes, tiny_bundle):
@@ -103,9 +159,9 @@ def test_cached_choice_starts_instantly_and_stale_entries_fall_back(fakes, tiny_
     Good.calls = 0
     again = selection.AutoBackend(tiny_bundle)
     assert again.select("synthesis", (64, 64)).device == "NPU"
-    assert Good.calls == 1  # only the quick reference check ran, no timing of all candidates
-    # a cached choice that now fails its check is measured again, never used
-    data = fakes.read_text().replace('"good", "NPU"', '"wrong", "CPU"')
+    assert Good.calls == 2  # only the quick reference check ran (its two qualities), no timing of all candidates
+    # a cached result that is wrong for this process (the check now fails) is never used
+    data = fakes.read_text().replace('"check": "mismatch', '"check": "ok", "was": "mismatch')
     fakes.write_text(data)
     third = selection.AutoBackend(tiny_bundle)
     assert third.select("synthesis", (64, 64)).name == "good"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BundleError
-from ..nn import depth_to_space, im2col, weight_matrix
+from ..nn import conv_bands, depth_to_space, weight_matrix
 
 EXACT_LIMIT = 1 << 53
 F32_EXACT = 1 << 24
@@ -64,14 +64,21 @@ class IntLayer:
         if x.size and np.abs(x).max() > self.in_max:
             raise ValueError("integer layer input exceeds its declared range")
         k = self.weight.shape[2]
-        cols, ho, wo = im2col(x.astype(np.float32), k, self.stride, k // 2)
-        acc = np.zeros((cols.shape[0], self.weight.shape[0]), dtype=np.int64)
-        for a, b, w_slice in self._slices:
-            acc += (cols[:, a:b] @ w_slice).astype(np.int64)
-        acc = acc.T.reshape(-1, ho, wo) + self.bias[:, None, None]
+        out = None
         sh = self.shift[:, None, None]
-        out = (acc * self.mult[:, None, None] + (np.int64(1) << (sh - 1))) >> sh
-        out = np.clip(out, self.lo[:, None, None], self.hi[:, None, None])
+        # band by band (nn.conv_bands): the int64 accumulator of a whole 12 MP image would be ~0.5 GB
+        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2):
+            acc = np.zeros((cols.shape[0], self.weight.shape[0]), dtype=np.int64)
+            for a, b, w_slice in self._slices:
+                acc += (cols[:, a:b] @ w_slice).astype(np.int64)
+            acc = acc.T.reshape(-1, r1 - r0, wo) + self.bias[:, None, None]
+            band = np.clip(
+                (acc * self.mult[:, None, None] + (np.int64(1) << (sh - 1))) >> sh, self.lo[:, None, None], self.hi[:, None, None]
+            )
+            if out is None:
+                ho = (x.shape[1] + 2 * (k // 2) - k) // self.stride + 1
+                out = np.empty((band.shape[0], ho, wo), band.dtype)
+            out[:, r0:r1] = band
         return depth_to_space(out, self.d2s) if self.d2s > 1 else out
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:

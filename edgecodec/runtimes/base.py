@@ -22,6 +22,8 @@ class Backend(ABC):
     extra: str = ""  # the pip extra that installs this runtime
 
     target: str | None = None  # the bundle artifact it runs ("onnx", "tflite", "openvino"); None: transforms.npz
+    memory_per_pixel: dict[str, int] | None = None  # peak working bytes per window pixel per role (``tiling``)
+    tile_workers: int = 1  # windows run at once: more only where the runtime does not use the cores itself
     runtime_module: str | None = None  # import name of the runtime; its absence makes the backend unavailable
 
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
@@ -89,8 +91,11 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(mod), cls)
 
 
-def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None) -> Backend:
-    """Instantiate a backend by name; 'auto' (or ``$EDGECODEC_BACKEND`` when set) measures and picks."""
+def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None, announce=None) -> Backend:
+    """Instantiate a backend by name; 'auto' (or ``$EDGECODEC_BACKEND`` when set) measures and picks.
+
+    ``announce`` (a callable taking one line) is told when 'auto' has to measure on this host.
+    """
     if isinstance(spec, str):
         spec = BackendSpec.parse(spec)
     if spec.name == "auto" and os.environ.get("EDGECODEC_BACKEND", "auto") != "auto":
@@ -98,7 +103,7 @@ def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None) ->
     if spec.name == "auto":
         from .selection import choose
 
-        return choose(bundle, threads=threads)
+        return choose(bundle, threads=threads, announce=announce)
     cls = backend_class(spec.name)
     why = cls.probe()
     if why:

@@ -37,11 +37,22 @@ class _Layer:
         self.w2d = weight_matrix(w, np.float32)
         self.inq = a.get(key + "inq")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """``inplace``: ``x`` is an intermediate the caller drops, so it may be overwritten (one
+        activation-sized buffer fewer at any time)."""
         if self.inq is not None:
             s, zp, lo, hi = (float(v) for v in self.inq)
-            x = (np.clip(np.rint(x / s) + zp, lo, hi) - zp) * np.float32(s)
-        x = conv2d(x, self.w2d, self.k, self.stride, self.k // 2) + self.b
+            if inplace:
+                x /= np.float32(s)
+            else:
+                x = x / s
+            np.rint(x, out=x)
+            x += zp
+            np.clip(x, lo, hi, out=x)
+            x -= zp
+            x *= np.float32(s)
+        x = conv2d(x, self.w2d, self.k, self.stride, self.k // 2)
+        x += self.b
         if self.relu:
             np.maximum(x, 0, out=x)
         return depth_to_space(x, self.d2s) if self.d2s > 1 else x
@@ -55,14 +66,15 @@ def load_net(arrays: dict, name: str) -> list[_Layer]:
 
 def run_net(layers: list[_Layer], x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32, copy=False)
-    for layer in layers:
-        x = layer(x)
+    for i, layer in enumerate(layers):
+        x = layer(x, inplace=i > 0)
     return x
 
 
 class NumpyBackend(Backend):
     name = "numpy"
     extra = ""
+    memory_per_pixel = {"analysis": 370, "synthesis": 260}  # peak bytes per window pixel (benchmarks/memory.py), +15%
 
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
         super().__init__(bundle, device, threads)

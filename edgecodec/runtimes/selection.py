@@ -1,18 +1,26 @@
 """Automatic backend choice: measure the candidates on this host, keep the fastest correct one.
 
-Selection is per role (analysis = encode, synthesis = decode) and per size class
-(the padded image size rounded up to 256 px), because the fastest runtime for a
-thumbnail is not always the fastest for a photo. A candidate must reproduce the
-bundle's reference outputs before its time counts. Choices are cached per host,
-bundle digest, runtime versions and thread count in ``$EDGECODEC_CACHE`` (default
-``~/.cache/edgecodec/backends.json``); a cached choice that no longer loads or
-no longer passes the check is measured again.
+Selection is per role (analysis = encode, synthesis = decode) and per window shape (``tiling``:
+a few fixed shapes, whatever the image size; portrait and landscape share one), because the
+fastest runtime for a thumbnail is not always the fastest for a photo.
+
+A candidate is admitted only when it reproduces the bundle's reference (``reference.npz``, made
+by the numpy backend at the lowest and the highest quality, on a real photo crop) on this host:
+its analysis latents round to the reference integers on at least ``MIN_LATENT_AGREEMENT`` of the
+coded elements, and its synthesis is at least ``MIN_SYNTHESIS_PSNR`` dB from the reference's. A
+runtime whose int8 kernels differ on this CPU is therefore rejected here, never silently used.
+
+Measurements are cached per candidate (runtime version included) in ``$EDGECODEC_CACHE``
+(default ``~/.cache/edgecodec/backends.json``), keyed by host, CPU, bundle digest and thread
+count; installing another runtime measures only that one. The chosen backend is re-checked once
+per process before use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -26,8 +34,20 @@ from ..errors import BackendUnavailableError, EdgecodecError
 from . import base
 from .base import Backend, backend_class
 
+log = logging.getLogger("edgecodec")
+
 ROLES = ("analysis", "synthesis")
-RUNTIME_DISTS = ("numpy", "onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime")
+MIN_LATENT_AGREEMENT = 0.995  # coded latents that must round to the reference integers, each quality
+MIN_HYPER_AGREEMENT = 0.99  # z elements likewise (few: one flip in 1024 must not reject)
+MIN_SYNTHESIS_PSNR = 45.0  # dB against the reference synthesis (runtimes agree at >= 56 dB where correct)
+CACHE_VERSION = 2
+# the distributions whose version keys a backend's measurements (a new version is measured again)
+RUNTIME_DISTS = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn"),
+    "openvino": ("openvino",),
+    "tflite": ("ai-edge-litert", "tflite-runtime"),
+    "numpy": ("numpy",),
+}
 
 
 @dataclass(frozen=True)
@@ -64,37 +84,57 @@ def candidates(bundle, names: list[str] | None = None) -> list[Candidate]:
 
 
 def size_class(h: int, w: int) -> tuple[int, int]:
-    return (-(-h // 256) * 256, -(-w // 256) * 256)
+    """Window sizes that share a measurement: sides rounded up to 256 px, portrait = landscape."""
+    a, b = -(-max(h, w) // 256) * 256, -(-min(h, w) // 256) * 256
+    return (a, b)
+
+
+def _cpu_identity() -> tuple[str, str]:
+    """CPU model and a digest of its feature flags: int8 kernels differ between CPUs of one model name."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                key = ln.split(":", 1)[0].strip().lower()
+                if key in ("model name", "cpu part", "hardware") and not model:
+                    model = ln.split(":", 1)[1].strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = hashlib.sha256(" ".join(sorted(ln.split(":", 1)[1].split())).encode()).hexdigest()[:12]
+    except OSError:
+        pass
+    return model or platform.processor(), flags
 
 
 def _host_key(bundle, threads: int | None) -> str:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    versions = {}
-    for dist in RUNTIME_DISTS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    ident = [platform.node(), platform.machine(), cpu, os.cpu_count(), bundle.digest, versions, threads]
+    ident = [CACHE_VERSION, platform.node(), platform.machine(), *_cpu_identity(), os.cpu_count(), bundle.digest, threads]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _version(name: str) -> str:
+    for dist in RUNTIME_DISTS.get(name, ()):
+        try:
+            return f"{dist}=={metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def candidate_key(cand: Candidate) -> str:
+    return f"{cand.label}@{_version(cand.name)}"
 
 
 def cache_path() -> Path:
     env = os.environ.get("EDGECODEC_CACHE")
     if env:
         return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edgecodec" / "backends.json"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "edgecodec" / "backends.json"
 
 
 def _load_cache(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
@@ -102,55 +142,91 @@ def _load_cache(path: Path) -> dict:
 def _save_cache(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home must not stop decoding
 
 
+def _reference_qualities(ref: dict) -> list[int]:
+    return sorted(int(k[1:].split(".")[0]) for k in ref if k.startswith("q") and k.endswith(".y"))
+
+
 def reference(bundle) -> dict[str, np.ndarray]:
-    """Small reference inputs/outputs: the bundle's ``reference.npz``, else made with the numpy backend."""
+    """The selection reference: the bundle's ``reference.npz``, else made here with the numpy backend."""
+    cached = getattr(bundle, "_selection_reference", None)
+    if cached is not None:
+        return cached
+    ref = None
     p = bundle.path / "reference.npz"
     if p.is_file():
         with np.load(p) as a:
-            return dict(a)
-    from .numpy_backend import NumpyBackend
+            ref = dict(a)
+        if not _reference_qualities(ref):
+            ref = None  # an older bundle's single-quality reference: make the current one
+    if ref is None:
+        from .numpy_backend import NumpyBackend
 
-    return make_reference(bundle, NumpyBackend(bundle))
+        ref = make_reference(bundle, NumpyBackend(bundle))
+    bundle._selection_reference = ref
+    return ref
 
 
-def make_reference(bundle, backend: Backend) -> dict[str, np.ndarray]:
+def _synthetic_photo(side: int = 256) -> np.ndarray:
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:64, 0:64] / 64.0
-    x = np.clip(np.stack([0.5 + 0.4 * np.sin(6 * xx), 0.5 + 0.3 * np.cos(5 * yy), 0.3 + 0.4 * xx * yy]), 0, 1)
-    x = (x + rng.normal(0, 0.02, x.shape)).clip(0, 1).astype(np.float32)[None]
-    q = (bundle.levels + 1) // 2
-    gain, inv_gain = bundle.gains(q)
-    y, z = backend.analysis(x, gain)
-    y_hat = np.clip(np.rint(y), -127, 127).astype(np.float32)
-    return {"x": x, "gain": gain, "y": y, "z": z, "y_hat": y_hat, "inv_gain": inv_gain, "x_hat": backend.synthesis(y_hat, inv_gain)}
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    x = np.stack([0.5 + 0.4 * np.sin(24 * xx + 3 * yy), 0.5 + 0.3 * np.cos(20 * yy), 0.3 + 0.4 * xx * yy], axis=2)
+    x = (x + rng.normal(0, 0.03, x.shape)).clip(0, 1)
+    return np.rint(255 * x).astype(np.uint8)
+
+
+def make_reference(bundle, backend: Backend, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Reference outputs of ``backend`` (the numpy backend) at the lowest and highest quality.
+
+    ``image`` (HxWx3 uint8, a real photo crop at export) defaults to a synthetic texture. Stores the
+    latents, which of them the stream codes (the skip rule's mask), the coded integers and their
+    synthesis.
+    """
+    from ..codec import model_input
+
+    x = model_input(_synthetic_photo() if image is None else image, bundle.downsample)
+    out = {"x": x}
+    for q in sorted({1, bundle.levels}):
+        gain, inv_gain = bundle.gains(q)
+        y, z = backend.analysis(x, gain)
+        parse, _ = bundle.entropy_model.encode(y[0], np.rint(z[0]).astype(np.int64))
+        y_hat = parse.y[None].astype(np.float32)
+        out.update({f"q{q}.gain": gain, f"q{q}.inv_gain": inv_gain, f"q{q}.y": y, f"q{q}.z": z, f"q{q}.coded": parse.coded[None],
+                    f"q{q}.y_hat": y_hat, f"q{q}.x_hat": backend.synthesis(y_hat, inv_gain)})  # fmt: skip
+    return out
 
 
 def check(backend: Backend, role: str, ref: dict[str, np.ndarray]) -> str | None:
-    """None when the backend reproduces the reference for ``role``, else what is wrong."""
-    if role == "analysis":
-        y, z = backend.analysis(ref["x"], ref["gain"])
-        for name, got in (("y", y), ("z", z)):
-            want = ref[name]
+    """None when the backend reproduces the reference for ``role`` at every stored quality, else what is wrong."""
+    for q in _reference_qualities(ref):
+        r = {k.split(".", 1)[1]: v for k, v in ref.items() if k.startswith(f"q{q}.")}
+        if role == "analysis":
+            y, z = backend.analysis(ref["x"], r["gain"])
+            for name, got in (("y", y), ("z", z)):
+                if got.shape != r[name].shape:
+                    return f"{name} shape {got.shape} != {r[name].shape}"
+            coded = r["coded"].astype(bool)
+            agree = float(np.mean(np.rint(y)[coded] == np.rint(r["y"])[coded])) if coded.any() else 1.0
+            if not agree >= MIN_LATENT_AGREEMENT:
+                return (f"quality {q}: latents round to the reference on {100 * agree:.2f}% of coded elements "
+                        f"(needs {100 * MIN_LATENT_AGREEMENT:.1f}%)")  # fmt: skip
+            agree_z = float(np.mean(np.rint(z) == np.rint(r["z"])))
+            if not agree_z >= MIN_HYPER_AGREEMENT:
+                return f"quality {q}: hyper-latents round to the reference on {100 * agree_z:.2f}% (needs {100 * MIN_HYPER_AGREEMENT:.0f}%)"
+        else:
+            got, want = backend.synthesis(r["y_hat"], r["inv_gain"]), r["x_hat"]
             if got.shape != want.shape:
-                return f"{name} shape {got.shape} != {want.shape}"
-            err = float(np.sqrt(np.mean((got - want) ** 2)))
-            if not err <= 0.1 * float(np.sqrt(np.mean(want**2))) + 0.05:
-                return f"{name} differs from the reference (rms error {err:.3g})"
-        return None
-    got = backend.synthesis(ref["y_hat"], ref["inv_gain"])
-    want = ref["x_hat"]
-    if got.shape != want.shape:
-        return f"x_hat shape {got.shape} != {want.shape}"
-    mse = float(np.mean((np.clip(got, 0, 1) - np.clip(want, 0, 1)) ** 2)) * 255**2
-    if not mse <= 255**2 / 10 ** (35 / 10):  # >= 35 dB PSNR against the reference
-        return f"output differs from the reference ({10 * np.log10(255**2 / max(mse, 1e-12)):.1f} dB)"
+                return f"x_hat shape {got.shape} != {want.shape}"
+            mse = float(np.mean((np.clip(got, 0, 1) - np.clip(want, 0, 1)) ** 2)) * 255**2
+            db = 10 * np.log10(255**2 / max(mse, 1e-12))
+            if not db >= MIN_SYNTHESIS_PSNR:
+                return f"quality {q}: synthesis is {db:.1f} dB from the reference (needs {MIN_SYNTHESIS_PSNR:.0f} dB)"
     return None
 
 
@@ -170,99 +246,183 @@ def _run(backend: Backend, role: str, a: np.ndarray, b: np.ndarray):
 
 
 class AutoBackend(Backend):
-    """Routes each call to the fastest checked backend for its role and size class."""
+    """Routes each call to the fastest checked backend for its role and window shape."""
 
     name = "auto"
 
-    def __init__(self, bundle, threads: int | None = None, names: list[str] | None = None, repeat: int = 3, cache: Path | None = None):
+    def __init__(self, bundle, threads: int | None = None, names: list[str] | None = None, repeat: int = 2, cache: Path | None = None,
+                 announce=None):  # fmt: skip
         super().__init__(bundle, "auto", threads)
         self.names = names
         self.repeat = repeat
         self.cache_file = cache or cache_path()
         self.key = _host_key(bundle, threads)
+        self.announce = announce  # called once, with one line, when this process has to measure
+        self._announced = False
+        self._cands: list[Candidate] | None = None
         self._open: dict[str, Backend | None] = {}
+        self._load_errors: dict[str, str] = {}
+        self._checked_here: dict[tuple[str, str], str | None] = {}
         self._choice: dict[tuple[str, tuple[int, int]], Backend] = {}
-        self._ref: dict | None = None
-        self.report: list[dict] = []  # what the last measurement saw
+        self.report: list[dict] = []  # every candidate's status for the last selection
+
+    def candidates(self) -> list[Candidate]:
+        if self._cands is None:
+            # the numpy reference last: it is the fallback, and being timed last lets the early stop cut it short
+            self._cands = sorted(candidates(self.bundle, self.names), key=lambda c: c.name == "numpy")
+        return self._cands
+
+    @property
+    def memory_per_pixel(self) -> dict[str, int]:
+        """The most any available candidate needs, so a window fits whichever is chosen."""
+        from ..tiling import bytes_per_pixel
+
+        classes = {c.name: backend_class(c.name) for c in self.candidates() if c.available}
+        return {role: max([bytes_per_pixel(cls, role) for cls in classes.values()] or [bytes_per_pixel(None, role)]) for role in ROLES}
 
     def _backend(self, cand: Candidate) -> Backend | None:
         if cand.label not in self._open:
             try:
                 self._open[cand.label] = backend_class(cand.name)(self.bundle, device=cand.device, threads=self.threads)
-            except EdgecodecError:
+            except EdgecodecError as e:
                 self._open[cand.label] = None
+                self._load_errors[cand.label] = str(e)
         return self._open[cand.label]
 
-    def _checked(self, be: Backend, role: str) -> str | None:
-        if self._ref is None:
-            self._ref = reference(self.bundle)
+    def _check(self, be: Backend, role: str) -> str | None:
         try:
-            return check(be, role, self._ref)
+            return check(be, role, reference(self.bundle))
         except Exception as e:
             return f"failed: {type(e).__name__}: {e}"
 
-    def _measure(self, role: str, sc: tuple[int, int]) -> Backend:
-        a, b = _inputs(self.bundle, role, sc)
-        best, best_t = None, float("inf")
-        self.report = []
-        for cand in candidates(self.bundle, self.names):
-            row = {"backend": cand.name, "device": cand.device, "role": role, "size": list(sc)}
-            self.report.append(row)
-            if not cand.available:
-                row["status"] = "unavailable: " + cand.reason
-                continue
-            be = self._backend(cand)
-            if be is None:
-                row["status"] = "load error"
-                continue
-            why = self._checked(be, role)
-            if why:
-                row["status"] = "mismatch: " + why
-                continue
-            try:
-                times = []
-                for i in range(self.repeat + 1):
-                    t = time.perf_counter()
-                    _run(be, role, a, b)
-                    dt = time.perf_counter() - t
-                    if i:
-                        times.append(dt)
-                    if dt > 3 * best_t:  # clearly slower than the best so far: stop timing it
-                        times.append(dt)
-                        break
-            except Exception as e:
-                row["status"] = f"failed: {type(e).__name__}: {e}"
-                continue
-            t_med = float(np.median(times))
-            row.update(status="ok", ms=round(1e3 * t_med, 2))
-            if t_med < best_t:
-                best, best_t = be, t_med
-        if best is None:
-            raise BackendUnavailableError(
-                "no backend passed the check: " + "; ".join(f"{r['backend']}: {r['status']}" for r in self.report)
-            )
-        return best
+    def _say(self, role: str) -> None:
+        if not self._announced:
+            self._announced = True
+            what = "encoding" if role == "analysis" else "decoding"
+            msg = f"choosing a backend for {what} on this host (measured once, cached in {self.cache_file})"
+            log.info(msg)
+            if self.announce:
+                self.announce(msg)
+
+    def _entries(self, data: dict) -> dict:
+        return data.setdefault(self.key, {}).setdefault("candidates", {})
+
+    def _measure(self, cand: Candidate, role: str, entry: dict, shape: tuple[int, int], skey: str, best_t: float) -> None:
+        """Fill ``entry`` (this candidate's cache for ``role``): its check, then its time at ``shape``."""
+        self._say(role)
+        be = self._backend(cand)
+        if be is None:
+            entry["check"] = "load error: " + self._load_errors.get(cand.label, "")
+            return
+        if "check" not in entry:
+            entry["check"] = self._check(be, role) or "ok"
+            self._checked_here[(cand.label, role)] = None if entry["check"] == "ok" else entry["check"]
+        if entry["check"] != "ok":
+            return
+        a, b = _inputs(self.bundle, role, shape)
+        try:
+            times = []
+            for i in range(self.repeat + 1):
+                t = time.perf_counter()
+                _run(be, role, a, b)
+                dt = time.perf_counter() - t
+                if i:
+                    times.append(dt)
+                if dt > 3 * best_t:  # clearly slower than the best so far: stop timing it
+                    times.append(dt)
+                    break
+        except Exception as e:
+            entry["check"] = f"failed: {type(e).__name__}: {e}"
+            return
+        entry.setdefault("ms", {})[skey] = round(1e3 * float(np.median(times)), 3)
 
     def select(self, role: str, shape: tuple[int, int]) -> Backend:
         sc = size_class(*shape)
-        key = (role, sc)
-        if key in self._choice:
-            return self._choice[key]
-        data = _load_cache(self.cache_file)
-        entry = data.get(self.key, {}).get(role, {}).get(f"{sc[0]}x{sc[1]}")
-        chosen = None
-        if entry:
-            cand = Candidate(entry[0], entry[1], True)
-            be = self._backend(cand) if entry[0] in (self.names or base.REGISTRY) else None
-            if be is not None and self._checked(be, role) is None:
-                chosen = be
-        if chosen is None:
-            chosen = self._measure(role, sc)
+        if (role, sc) in self._choice:
+            return self._choice[(role, sc)]
+        skey = f"{sc[0]}x{sc[1]}"
+        while True:
             data = _load_cache(self.cache_file)
-            data.setdefault(self.key, {}).setdefault(role, {})[f"{sc[0]}x{sc[1]}"] = [chosen.name, chosen.device]
+            entries = self._entries(data)
+            keys = {c.label: candidate_key(c) for c in self.candidates() if c.available}
+            changed = False
+            for cand in self.candidates():
+                if not cand.available:
+                    continue
+                entry = entries.setdefault(keys[cand.label], {}).setdefault(role, {})
+                if entry.get("check", "ok") == "ok" and skey not in entry.get("ms", {}) or "check" not in entry:
+                    known = [e[role]["ms"][skey] / 1e3 for e in entries.values() if skey in e.get(role, {}).get("ms", {})]
+                    self._measure(cand, role, entry, shape, skey, min(known, default=float("inf")))
+                    changed = True
+            ok = []
+            for i, c in enumerate(self.candidates()):
+                e = entries[keys[c.label]][role] if c.available else {}
+                if e.get("check") == "ok" and skey in e.get("ms", {}):
+                    ok.append((e["ms"][skey], i, c))
+            self.report = self._report(entries, keys, role, skey)
+            if changed:
+                _save_cache(self.cache_file, data)
+            if not ok:
+                raise BackendUnavailableError(
+                    "no backend passed the check: " + "; ".join(f"{r['backend']}: {r['status']}" for r in self.report)
+                )
+            cand = min(ok)[2]
+            be = self._backend(cand)
+            here = (cand.label, role)
+            if here not in self._checked_here and be is not None:
+                self._checked_here[here] = self._check(be, role)  # a cached "ok" is re-checked once per process
+            if be is not None and self._checked_here.get(here) is None:
+                self._choice[(role, sc)] = be
+                return be
+            # the cache was stale (another CPU under the same name, a changed runtime): record and choose again
+            data = _load_cache(self.cache_file)
+            self._entries(data).setdefault(keys[cand.label], {})[role] = {"check": self._checked_here.get(here) or "load error"}
             _save_cache(self.cache_file, data)
-        self._choice[key] = chosen
-        return chosen
+
+    def _report(self, entries: dict, keys: dict, role: str, skey: str) -> list[dict]:
+        rows = []
+        for cand in self.candidates():
+            row = {"backend": cand.name, "device": cand.device, "role": role, "size": skey}
+            if not cand.available:
+                row["status"] = "unavailable: " + cand.reason
+            else:
+                e = entries.get(keys[cand.label], {}).get(role, {})
+                status = e.get("check", "not measured")
+                row["status"] = status if status != "ok" or skey not in e.get("ms", {}) else "ok"
+                if status.startswith("load error"):
+                    row["status"] = "load error"
+                    row["detail"] = status[len("load error: ") :]
+                if skey in e.get("ms", {}):
+                    row["ms"] = e["ms"][skey]
+                if row["status"] != "ok" and not row["status"].startswith(("load error", "not measured", "failed")):
+                    row["status"] = "mismatch: " + status
+            rows.append(row)
+        return rows
+
+    def survey(self) -> list[dict]:
+        """Every candidate with its check for both roles on this host (measured once, then cached)."""
+        data = _load_cache(self.cache_file)
+        entries = self._entries(data)
+        rows, changed = [], False
+        for cand in self.candidates():
+            row = {"backend": cand.name, "device": cand.device, "available": cand.available, "reason": cand.reason}
+            if cand.available:
+                e = entries.setdefault(candidate_key(cand), {})
+                for role in ROLES:
+                    ent = e.setdefault(role, {})
+                    if "check" not in ent:
+                        be = self._backend(cand)
+                        if be is None:
+                            ent["check"] = "load error: " + self._load_errors.get(cand.label, "")
+                        else:
+                            ent["check"] = self._check(be, role) or "ok"
+                        changed = True
+                    row[role] = ent["check"]
+                    row[role + "_ms"] = ent.get("ms", {})
+            rows.append(row)
+        if changed:
+            _save_cache(self.cache_file, data)
+        return rows
 
     def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.select("analysis", x.shape[2:]).analysis(x, gain)
@@ -281,5 +441,5 @@ class AutoBackend(Backend):
         return "auto(" + ", ".join(labels) + ")" if labels else "auto"
 
 
-def choose(bundle, threads: int | None = None) -> Backend:
-    return AutoBackend(bundle, threads=threads)
+def choose(bundle, threads: int | None = None, announce=None) -> Backend:
+    return AutoBackend(bundle, threads=threads, announce=announce)
