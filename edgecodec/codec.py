@@ -57,7 +57,13 @@ class DecodeResult:
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    """PSNR of two same-shaped images, summed a band of rows at a time (float64 copies of a 12 MP
+    photo would be 0.9 GB)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    rows = max(1, (1 << 20) // max(1, a[0].size))
+    sq = sum(float(np.sum(np.square(a[i : i + rows].astype(np.float64) - b[i : i + rows]))) for i in range(0, a.shape[0], rows))
+    mse = sq / max(1, a.size)
     return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
 
 

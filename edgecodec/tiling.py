@@ -1,8 +1,10 @@
 """Tiled transforms in bounded memory: the analysis and synthesis run window by window.
 
-A whole-image run of a 12 MP photo needs gigabytes on every runtime. Windows of a few fixed
-shapes bound the memory whatever the image size, let static-shape devices (OpenVINO NPU, TFLite
-without resizing) compile once, and let backend selection measure once per shape.
+A whole-image run of a 12 MP photo needs gigabytes on every runtime. An image whose transform
+fits the memory budget runs whole (no halo work); a larger one runs in windows of a few fixed
+shapes, which bound the memory whatever the image size, let static-shape devices (OpenVINO NPU,
+TFLite without resizing; ``Backend.fixed_windows``) compile once, and let backend selection
+measure once per shape.
 
 Each window is a core plus a halo of ``HALO`` latents (32 px) on every side that is not the
 image's edge, and the halo covers each transform's receptive field, so a core's output is the
@@ -34,8 +36,8 @@ import numpy as np
 from .errors import InputError
 
 HALO = 2  # latents on each inner side of a window (32 px >= the analysis' 30 px reach)
-CORES = (64, 32, 16)  # core side in latents (1024, 512, 256 px), largest first; multiples of 4 (1/64 grid)
-DEFAULT_MAX_MEMORY = 256 << 20  # transform working memory: the whole process then fits a 1 GB device
+CORES = (64, 48, 32, 16)  # core side in latents (1024, 768, 512, 256 px), largest first; multiples of 4 (1/64 grid)
+DEFAULT_MAX_MEMORY = 192 << 20  # transform working memory: a 12 MP decode then peaks under 400 MB (benchmarks/memory.py)
 MEMORY_ENV = "EDGECODEC_MAX_MEMORY"
 # working bytes per window pixel when a backend does not say (the largest measured here, numpy's)
 DEFAULT_BYTES_PER_PIXEL = {"analysis": 700, "synthesis": 500}
@@ -120,6 +122,17 @@ def choose_core(backend, role: str, budget: int) -> int:
     return CORES[-1]
 
 
+def tiles_for(backend, role: str, rows: int, cols: int, budget: int) -> list[Tile]:
+    """One window when the whole latent grid fits the budget (no halo work), else fixed-shape windows.
+
+    A backend with ``fixed_windows`` (static-shape devices) always gets the fixed shapes, so it
+    compiles a few shapes once instead of one per image size.
+    """
+    if not getattr(backend, "fixed_windows", False) and (16 * rows) * (16 * cols) * bytes_per_pixel(backend, role) <= budget:
+        return [Tile((0, rows, 0, cols), (0, rows, 0, cols))]
+    return plan(rows, cols, choose_core(backend, role, budget))
+
+
 def padded_crop(rgb: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """Pixels [r0, r1) x [c0, c1) of the edge-padded image, as the (1, 3, h, w) float32 model input."""
     h, w, _ = rgb.shape
@@ -158,7 +171,7 @@ def analysis(backend, rgb: np.ndarray, gain: np.ndarray, bundle, budget: int | N
     h, w, _ = rgb.shape
     d = bundle.downsample
     rows, cols = -(-h // d) * d // 16, -(-w // d) * d // 16
-    tiles = plan(rows, cols, choose_core(backend, "analysis", max_memory(budget)))
+    tiles = tiles_for(backend, "analysis", rows, cols, max_memory(budget))
     if len(tiles) == 1:
         return backend.analysis(padded_crop(rgb, 0, 16 * rows, 0, 16 * cols), gain)
     y = np.empty((1, bundle.latent.y_channels, rows, cols), np.float32)
@@ -175,7 +188,7 @@ def analysis(backend, rgb: np.ndarray, gain: np.ndarray, bundle, budget: int | N
 def synthesis(backend, y_hat: np.ndarray, inv_gain: np.ndarray, h: int, w: int, budget: int | None = None) -> np.ndarray:
     """Integer latents (M, rows, cols) -> the HxWx3 uint8 image, window by window."""
     rows, cols = y_hat.shape[-2:]
-    tiles = plan(rows, cols, choose_core(backend, "synthesis", max_memory(budget)))
+    tiles = tiles_for(backend, "synthesis", rows, cols, max_memory(budget))
     out = np.empty((h, w, 3), np.uint8)
 
     def one(t: Tile) -> None:

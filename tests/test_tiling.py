@@ -33,6 +33,14 @@ def test_the_memory_budget_picks_the_largest_window_that_fits():
     assert tiling.max_memory("1.5G") == 3 << 29 and tiling.max_memory(None) == tiling.DEFAULT_MAX_MEMORY
 
 
+def test_an_image_that_fits_the_budget_runs_whole_unless_the_device_needs_fixed_shapes():
+    be = NumpyBackend(Bundle())
+    assert len(tiling.tiles_for(be, "synthesis", 32, 48, tiling.DEFAULT_MAX_MEMORY)) == 1  # a Kodak photo: one window
+    assert len(tiling.tiles_for(be, "synthesis", 188, 252, tiling.DEFAULT_MAX_MEMORY)) > 1  # 12 MP
+    be.fixed_windows = True
+    assert {t.shape for t in tiling.tiles_for(be, "synthesis", 32, 48, SMALLEST)} == {(20, 20)}
+
+
 def test_memory_limits_are_read_from_the_environment_and_validated(monkeypatch):
     monkeypatch.setenv(tiling.MEMORY_ENV, "300M")
     assert tiling.max_memory() == 300 << 20

@@ -102,9 +102,11 @@ class CdfTables:
         f, _ = self.freq_and_start(table, sym)
         return self.precision - np.log2(f)
 
-    def model_bits(self, values: np.ndarray, table: np.ndarray) -> float:
-        """Ideal cost in bits (cross-entropy) of ``values`` under these integer tables, escapes excluded."""
-        return float(np.sum(self.symbol_bits(values, table)))
+    def model_bits(self, values: np.ndarray, table: np.ndarray, chunk: int = 1 << 20) -> float:
+        """Ideal cost in bits (cross-entropy) of ``values`` under these integer tables, escapes excluded.
+        Summed a chunk at a time (bounded temporaries for any image size)."""
+        values, table = np.ravel(values), np.ravel(table)
+        return float(sum(np.sum(self.symbol_bits(values[i : i + chunk], table[i : i + chunk])) for i in range(0, values.size, chunk)))
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The arrays to store in a bundle's ``.npz`` (see ``from_arrays``)."""

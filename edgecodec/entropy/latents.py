@@ -72,8 +72,8 @@ class Parse:
     """Everything the bitstream means, before any transform runs."""
 
     z: np.ndarray  # (Cz, hz, wz) int64
-    y: np.ndarray  # (M, hy, wy) int64, skipped elements filled in
-    table: np.ndarray  # (M, hy, wy) int64 y table index
+    y: np.ndarray  # (M, hy, wy) int16 (|y| <= 127), skipped elements filled in
+    table: np.ndarray  # (M, hy, wy) y table index, in the hyper-decoder's integer dtype
     coded: np.ndarray  # (M, hy, wy) bool
     stats: dict = field(default_factory=dict)
 
@@ -83,6 +83,12 @@ class Parse:
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         return h.hexdigest()
+
+
+def _round_clamped(y: np.ndarray) -> np.ndarray:
+    """Nearest integers as int32 (int64 would double a 12 MP image's 36 MB); beyond int16 is clamped anyway."""
+    y = np.rint(y) if y.dtype.kind == "f" else y
+    return np.clip(y, -(1 << 15), (1 << 15) - 1).astype(np.int32)
 
 
 class EntropyModel:
@@ -104,12 +110,17 @@ class EntropyModel:
         if raw.shape != (2 * m, *y_shape):
             raise CorruptStreamError("hyper-latent shape does not match the image size")
         mq, s = raw[:m], raw[m:]
-        f = cfg.mean_steps
+        f = raw.dtype.type(cfg.mean_steps)
+        # in the hyper-decoder's narrow dtype and in place: these are per-element arrays of the whole image
         m_int = np.floor_divide(mq, f)
-        table = s * f + (mq - f * m_int)
+        table = m_int * f
+        np.subtract(mq, table, out=table)  # the mean's fraction in 1/F steps
+        table += s * f
         coded = s >= cfg.skip_below
-        inferred = np.floor_divide(mq + f // 2, f)
-        return table, np.where(coded, m_int, inferred), coded
+        inferred = mq + f // 2
+        np.floor_divide(inferred, f, out=inferred)
+        np.copyto(m_int, inferred, where=~coded)
+        return table, m_int, coded
 
     def _z_table(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(self.cfg.z_channels)[:, None, None], shape)
@@ -128,11 +139,12 @@ class EntropyModel:
         y = np.asarray(y)
         table, base, coded = self.y_params(z, y.shape[1:])
         if rd_weight is None or y.dtype.kind in "iu":
-            y = np.rint(y).astype(np.int64)
+            y = _round_clamped(y)
         else:
-            y = self._rd_round(y.astype(np.float64), table, base, coded, np.asarray(rd_weight, np.float64))
-        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP)
-        y_final = np.where(coded, y_clamped, base)
+            y = self._rd_round(y, table, base, coded, np.asarray(rd_weight, np.float64))
+        clamped = int(np.count_nonzero(np.abs(y) > Y_CLAMP))
+        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP).astype(np.int16)
+        y_final = np.where(coded, y_clamped, base).astype(np.int16)
         zt = self._z_table(z.shape)
         z_bits = self.z_tables.model_bits(z.ravel(), zt.ravel())
         yv = (y_final - base)[coded]
@@ -145,7 +157,7 @@ class EntropyModel:
             (2, y_lanes, rans.encode(yv, yt, self.y_tables, y_lanes)),
         ]
         stats = {
-            "clamped": int(np.count_nonzero(y != y_clamped)),
+            "clamped": clamped,
             "skipped": int(y.size - np.count_nonzero(coded)),
             "skip_changed": int(np.count_nonzero(y_clamped != y_final)),
             "y_elements": int(y.size),
@@ -156,12 +168,17 @@ class EntropyModel:
         return Parse(z, y_final, table, coded, stats), subs
 
     def _rd_round(self, y: np.ndarray, table: np.ndarray, base: np.ndarray, coded: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        out = np.rint(y).astype(np.int64)  # skipped elements: the decoder infers them anyway
-        t, b, v, w = table[coded], base[coded], y[coded], np.broadcast_to(weight.reshape(-1, 1, 1), y.shape)[coded]
-        lo = np.floor(v).astype(np.int64)
-        cost_lo = self.y_tables.symbol_bits(lo - b, t) + w * (v - lo) ** 2
-        cost_hi = self.y_tables.symbol_bits(lo + 1 - b, t) + w * (lo + 1 - v) ** 2
-        out[coded] = np.where(cost_lo <= cost_hi, lo, lo + 1)
+        out = _round_clamped(y)  # skipped elements: the decoder infers them anyway
+        flat = np.flatnonzero(coded)
+        per_channel = y[0].size
+        for i in range(0, flat.size, 1 << 20):  # a chunk at a time: float64 temporaries of a 12 MP image are GBs
+            idx = flat[i : i + (1 << 20)]
+            t, b, v = table.flat[idx].astype(np.int64), base.flat[idx].astype(np.int64), y.flat[idx].astype(np.float64)
+            w = weight[idx // per_channel]
+            lo = np.floor(v).astype(np.int64)
+            cost_lo = self.y_tables.symbol_bits(lo - b, t) + w * (v - lo) ** 2
+            cost_hi = self.y_tables.symbol_bits(lo + 1 - b, t) + w * (lo + 1 - v) ** 2
+            out.flat[idx] = np.clip(np.where(cost_lo <= cost_hi, lo, lo + 1), -(1 << 15), (1 << 15) - 1)
         return out
 
     def decode(self, subs: dict[int, tuple[int, bytes]], z_shape: tuple[int, int, int], y_hw: tuple[int, int]) -> Parse:
@@ -176,12 +193,14 @@ class EntropyModel:
         t1 = time.perf_counter()
         table, base, coded = self.y_params(z, y_hw)
         t2 = time.perf_counter()
-        y = base.copy()
-        y_lanes, y_payload = subs[2]
-        yv = self._y_dec.decode(y_payload, table[coded], y_lanes)
-        y[coded] += yv
-        if np.abs(y).max(initial=0) > Y_CLAMP:
+        if np.abs(base).max(initial=0) > Y_CLAMP:
             raise CorruptStreamError("latent value out of range; the file is corrupt")
+        y = base.astype(np.int16)
+        y_lanes, y_payload = subs[2]
+        yv = self._y_dec.decode(y_payload, table[coded], y_lanes) + base[coded]  # int64: a corrupt value cannot wrap
+        if np.abs(yv).max(initial=0) > Y_CLAMP:
+            raise CorruptStreamError("latent value out of range; the file is corrupt")
+        y[coded] = yv
         t3 = time.perf_counter()
         stats = {"hyper_s": t2 - t1, "entropy_s": (t1 - t0) + (t3 - t2), "coded": int(np.count_nonzero(coded)), "y_lanes": y_lanes}
         return Parse(z, y, table, coded, stats)

@@ -78,10 +78,13 @@ def _symbols(values: np.ndarray, table: np.ndarray, tables: CdfTables) -> tuple[
     return np.where(esc, length, sym), esc
 
 
+BLOCK_SYMBOLS = 1 << 20  # the encoder looks up frequencies a block at a time: bounded memory at any image size
+
+
 def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int) -> bytes:
     """Code integer ``values``; ``table[i]`` selects the CDF row for ``values[i]``."""
-    values = np.ascontiguousarray(values, dtype=np.int64).ravel()
-    table = np.ascontiguousarray(table, dtype=np.int64).ravel()
+    values = np.ascontiguousarray(values).ravel()
+    table = np.ascontiguousarray(table).ravel()
     if values.shape != table.shape:
         raise ValueError("values and table indexes differ in size")
     n = values.size
@@ -89,30 +92,37 @@ def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int)
     if not 1 <= k <= MAX_LANES:
         raise ValueError(f"lanes must be 1..{MAX_LANES}")
     p = tables.precision
-    sym, esc = _symbols(values, table, tables)
-    freq, start = tables.freq_and_start(table, sym)
-    freq = freq.astype(np.int64)
-    start = start.astype(np.int64)
     x = np.full(k, STATE_LOW, dtype=np.int64)
     chunks: list[np.ndarray] = []
+    escapes: list[np.ndarray] = []
     steps = -(-n // k)
-    limit = freq << (32 - p)  # renormalize when x >= limit: then x >> 16 < limit keeps x < 2**32 after coding
-    for t in range(steps - 1, -1, -1):
-        lo = t * k
-        hi = min(lo + k, n)
-        xs = x[: hi - lo]
-        high = xs >= limit[lo:hi]
-        if np.count_nonzero(high):
-            chunks.append((xs[high] & 0xFFFF).astype(np.uint16))
-            xs[high] >>= WORD_BITS
-        q, r = np.divmod(xs, freq[lo:hi])
-        q <<= p
-        q += r
-        q += start[lo:hi]
-        xs[:] = q
+    block = max(1, BLOCK_SYMBOLS // k)  # steps per block; coding runs backwards, block by block
+    for b_hi in range(steps, 0, -block):
+        b_lo = max(0, b_hi - block)
+        first, end = b_lo * k, min(b_hi * k, n)
+        sym, esc = _symbols(values[first:end], table[first:end].astype(np.int64), tables)
+        escapes.append(values[first:end][esc].astype(np.int64))
+        freq, start = tables.freq_and_start(table[first:end].astype(np.int64), sym)
+        freq = freq.astype(np.int64)
+        start = start.astype(np.int64)
+        limit = freq << (32 - p)  # renormalize when x >= limit: then x >> 16 < limit keeps x < 2**32 after coding
+        for t in range(b_hi - 1, b_lo - 1, -1):
+            lo = t * k - first
+            hi = min(lo + k, end - first)
+            xs = x[: hi - lo]
+            high = xs >= limit[lo:hi]
+            if np.count_nonzero(high):
+                chunks.append((xs[high] & 0xFFFF).astype(np.uint16))
+                xs[high] >>= WORD_BITS
+            q, r = np.divmod(xs, freq[lo:hi])
+            q <<= p
+            q += r
+            q += start[lo:hi]
+            xs[:] = q
     words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, np.uint16)
     head = np.array([words.size], dtype="<u4").tobytes() + x.astype("<u4").tobytes()
-    return head + words.astype("<u2").tobytes() + _zigzag_leb128(values[esc])
+    esc_values = np.concatenate(escapes[::-1]) if escapes else np.zeros(0, np.int64)
+    return head + words.astype("<u2").tobytes() + _zigzag_leb128(esc_values)
 
 
 class Decoder:
@@ -140,7 +150,7 @@ class Decoder:
     def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
         tables = self.tables
         p = tables.precision
-        table = np.ascontiguousarray(table, dtype=np.int64).ravel()
+        table = np.ascontiguousarray(table).ravel()
         n = table.size
         k = int(lanes)
         if not 1 <= k <= MAX_LANES:
@@ -159,11 +169,6 @@ class Decoder:
         if np.any(x < STATE_LOW):
             raise DesyncError("entropy coder state out of range at start; the file is corrupt")
         steps = -(-n // k)
-        # per-symbol LUT row offsets, padded to whole steps so every step works on full-lane rows
-        base = np.zeros(steps * k, dtype=np.int64)
-        np.left_shift(table, p, out=base[:n])
-        slot_of = np.empty(steps * k, dtype=np.int64)  # LUT index per symbol; symbols are looked up once at the end
-        base_rows, slot_rows = base.reshape(steps, k), slot_of.reshape(steps, k)
         # every operand a lane-sized array: same-dtype array ufuncs are numpy's cheapest call
         mask, prec = np.full(k, (1 << p) - 1, np.int64), np.full(k, p, np.int64)
         low_bound, word_bits = np.full(k, STATE_LOW, np.int64), np.full(k, WORD_BITS, np.int64)
@@ -173,34 +178,44 @@ class Decoder:
         pos = 0
         last = n - (steps - 1) * k  # lanes in use at the last step
         partial = steps - 1 if last < k else -1
-        for t, (idx, row) in enumerate(zip(slot_rows, base_rows)):
-            if t == partial:  # only the first lanes decode at a partial last step
-                x_all, x = x, x[:last]
-                mask, prec, low_bound, need = mask[:last], prec[:last], low_bound[:last], need[:last]
-                idx, row = idx[:last], row[:last]
-            band(x, mask, out=idx)
-            add(idx, row, out=idx)
-            shr(x, prec, out=x)
-            mul(x, lut_freq[idx], out=x)
-            add(x, lut_bias[idx], out=x)
-            less(x, low_bound, out=need)
-            j = need.nonzero()[0]
-            if j.size:
-                nxt = pos + j.size
-                if nxt > n_words:
-                    raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
-                x[j] = shl(x[j], word_bits[: j.size]) | words[pos:nxt]
-                pos = nxt
-        if partial >= 0:
-            x = x_all
-        slot_of = slot_of[:n]
-        sym = self.lut_sym[slot_of]
+        values = np.empty(n, np.int64)
+        escapes = []
+        x_all = x
+        block = max(1, BLOCK_SYMBOLS // k)  # steps per block: the per-symbol int64 rows of one block at a time
+        for b0 in range(0, steps, block):
+            b1 = min(steps, b0 + block)
+            first, end = b0 * k, min(b1 * k, n)
+            tb = table[first:end]
+            # per-symbol LUT row offsets, padded to whole steps so every step works on full-lane rows
+            base = np.zeros((b1 - b0) * k, dtype=np.int64)
+            np.left_shift(tb, p, out=base[: end - first], dtype=np.int64)
+            slot_of = np.empty((b1 - b0) * k, dtype=np.int64)  # LUT index per symbol; looked up once per block
+            for t, (idx, row) in enumerate(zip(slot_of.reshape(-1, k), base.reshape(-1, k)), start=b0):
+                if t == partial:  # only the first lanes decode at a partial last step
+                    x = x[:last]
+                    mask, prec, low_bound, need = mask[:last], prec[:last], low_bound[:last], need[:last]
+                    idx, row = idx[:last], row[:last]
+                band(x, mask, out=idx)
+                add(idx, row, out=idx)
+                shr(x, prec, out=x)
+                mul(x, lut_freq[idx], out=x)
+                add(x, lut_bias[idx], out=x)
+                less(x, low_bound, out=need)
+                j = need.nonzero()[0]
+                if j.size:
+                    nxt = pos + j.size
+                    if nxt > n_words:
+                        raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
+                    x[j] = shl(x[j], word_bits[: j.size]) | words[pos:nxt]
+                    pos = nxt
+            sym = self.lut_sym[slot_of[: end - first]]
+            escapes.append(np.flatnonzero(sym == tables.length[tb]) + first)
+            np.add(sym, tables.offset[tb], out=values[first:end])
+        x = x_all
         if pos != n_words or np.any(x != STATE_LOW):
             raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
-        length = tables.length[table].astype(np.int64)
-        esc = sym == length
-        values = sym + tables.offset[table]
-        n_esc = int(esc.sum())
+        esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
+        n_esc = int(esc.size)
         values[esc] = _read_leb128(buf[end_words:], n_esc)
         if n_esc == 0 and end_words != len(buf):
             raise CorruptStreamError("entropy-coded data has trailing bytes; the file is corrupt")

@@ -279,11 +279,14 @@ def export_onnx_bundle(
 
 
 def write_reference(out: Path) -> None:
-    """Reference outputs of the numpy backend on a small input: the quick check every backend must pass."""
+    """Reference outputs of the numpy backend on a real photo crop at the lowest and highest quality:
+    the check every backend must pass on the host before selection uses it (``runtimes.selection``)."""
     from ..bundle import Bundle
     from ..runtimes.numpy_backend import NumpyBackend
     from ..runtimes.selection import make_reference
+    from .registry import validation_images
 
     bundle = Bundle(out)
-    np.savez_compressed(out / "reference.npz", **make_reference(bundle, NumpyBackend(bundle)))
+    crop = validation_images()[1][:, :, :3]  # 256x256 of foliage and feathers: latents at every scale
+    np.savez_compressed(out / "reference.npz", **make_reference(bundle, NumpyBackend(bundle), crop))
     add_artifact(out, "reference", {"arrays": "reference.npz"}, {"made_by": "numpy"})

@@ -24,6 +24,7 @@ class Backend(ABC):
     target: str | None = None  # the bundle artifact it runs ("onnx", "tflite", "openvino"); None: transforms.npz
     memory_per_pixel: dict[str, int] | None = None  # peak working bytes per window pixel per role (``tiling``)
     tile_workers: int = 1  # windows run at once: more only where the runtime does not use the cores itself
+    fixed_windows: bool = False  # static-shape devices: always the fixed window shapes, never one per image size
     runtime_module: str | None = None  # import name of the runtime; its absence makes the backend unavailable
 
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
