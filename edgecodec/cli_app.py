@@ -61,7 +61,7 @@ def _load(model: Optional[Path], backend: str, threads: Optional[int] = None):
 
     spec = BackendSpec.parse(backend)  # a typo in the backend name is reported before any loading
     bundle = Bundle(model)
-    return bundle, open_backend(spec, bundle, threads=threads)
+    return bundle, open_backend(spec, bundle, threads=threads, announce=lambda line: typer.echo(line, err=True))
 
 
 def _label(be) -> str:
@@ -245,14 +245,23 @@ def export(
 
 
 @app.command()
-def backends(model: Optional[Path] = MODEL_OPTION) -> None:
-    """List every (runtime, device) candidate on this host: available or not, and why."""
+def backends(model: Optional[Path] = MODEL_OPTION, threads: Optional[int] = THREADS_OPTION) -> None:
+    """List every (runtime, device) candidate on this host: available, checked against the bundle's
+    reference for encoding and decoding (a candidate that fails is never chosen by auto), and why not."""
     try:
         from .bundle import Bundle
-        from .runtimes.selection import candidates
+        from .runtimes.selection import AutoBackend
 
-        for c in candidates(Bundle(model)):
-            typer.echo(f"{c.name:12s} {c.device:8s} {'available' if c.available else 'unavailable: ' + c.reason}")
+        for r in AutoBackend(Bundle(model), threads=threads).survey():
+            if not r["available"]:
+                typer.echo(f"{r['backend']:12s} {r['device']:8s} unavailable: {r['reason']}")
+                continue
+            roles = []
+            for role, what in (("analysis", "encode"), ("synthesis", "decode")):
+                status = r[role]
+                times = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(r[role + "_ms"].items()))
+                roles.append(f"{what} ok" + (f" ({times})" if times else "") if status == "ok" else f"{what} rejected: {status}")
+            typer.echo(f"{r['backend']:12s} {r['device']:8s} " + "; ".join(roles))
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
 

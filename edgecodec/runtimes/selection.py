@@ -263,7 +263,7 @@ class AutoBackend(Backend):
 
     name = "auto"
 
-    def __init__(self, bundle, threads: int | None = None, names: list[str] | None = None, repeat: int = 2, cache: Path | None = None,
+    def __init__(self, bundle, threads: int | None = None, names: list[str] | None = None, repeat: int = 1, cache: Path | None = None,
                  announce=None):  # fmt: skip
         super().__init__(bundle, "auto", threads)
         self.names = names
@@ -320,7 +320,8 @@ class AutoBackend(Backend):
     def _entries(self, data: dict) -> dict:
         return data.setdefault(self.key, {}).setdefault("candidates", {})
 
-    def _measure(self, cand: Candidate, role: str, entry: dict, shape: tuple[int, int], skey: str, best_t: float) -> None:
+    def _measure(self, cand: Candidate, role: str, entry: dict, shape: tuple[int, int], skey: str, best_t: float,
+                 best_probe: float) -> None:  # fmt: skip
         """Fill ``entry`` (this candidate's cache for ``role``): its check, then its time at ``shape``."""
         self._say(role)
         be = self._backend(cand)
@@ -328,6 +329,25 @@ class AutoBackend(Backend):
             entry["check"] = "load error: " + self._load_errors.get(cand.label, "")
             return
         if "check" not in entry:
+            # one run on the reference first: a candidate several times slower than a checked one there
+            # (the numpy reference, typically) is neither checked nor timed at the photo's size
+            ref = reference(self.bundle)
+            q = _reference_qualities(ref)[0]
+            t = time.perf_counter()
+            try:
+                _run(
+                    be,
+                    role,
+                    ref["x"] if role == "analysis" else ref[f"q{q}.y_hat"],
+                    ref[f"q{q}.gain" if role == "analysis" else f"q{q}.inv_gain"],
+                )
+            except Exception as e:
+                entry["check"] = f"failed: {type(e).__name__}: {e}"
+                return
+            entry["probe_ms"] = round(1e3 * (time.perf_counter() - t), 3)
+            if entry["probe_ms"] > 3 * best_probe:
+                entry["check"] = "slower"
+                return
             entry["check"] = self._check(be, role) or "ok"
             self._checked_here[(cand.label, role)] = None if entry["check"] == "ok" else entry["check"]
         if entry["check"] != "ok":
@@ -365,7 +385,10 @@ class AutoBackend(Backend):
                 entry = entries.setdefault(keys[cand.label], {}).setdefault(role, {})
                 if entry.get("check", "ok") == "ok" and skey not in entry.get("ms", {}) or "check" not in entry:
                     known = [e[role]["ms"][skey] / 1e3 for e in entries.values() if skey in e.get(role, {}).get("ms", {})]
-                    self._measure(cand, role, entry, shape, skey, min(known, default=float("inf")))
+                    probes = [
+                        e[role]["probe_ms"] for e in entries.values() if e.get(role, {}).get("check") == "ok" and "probe_ms" in e[role]
+                    ]
+                    self._measure(cand, role, entry, shape, skey, min(known, default=float("inf")), min(probes, default=float("inf")))
                     changed = True
             ok = []
             for i, c in enumerate(self.candidates()):
@@ -375,6 +398,12 @@ class AutoBackend(Backend):
             self.report = self._report(entries, keys, role, skey)
             if changed:
                 _save_cache(self.cache_file, data)
+            slower = [e for e in entries.values() if e.get(role, {}).get("check") == "slower"]
+            if not ok and slower:  # the faster ones all failed after all: measure the slower ones in full
+                for e in slower:
+                    e[role] = {}
+                _save_cache(self.cache_file, data)
+                continue
             if not ok:
                 raise BackendUnavailableError(
                     "no backend passed the check: " + "; ".join(f"{r['backend']}: {r['status']}" for r in self.report)
@@ -402,12 +431,14 @@ class AutoBackend(Backend):
                 e = entries.get(keys[cand.label], {}).get(role, {})
                 status = e.get("check", "not measured")
                 row["status"] = status if status != "ok" or skey not in e.get("ms", {}) else "ok"
+                if status == "slower":
+                    row["status"] = f"not timed: {e['probe_ms']:.0f} ms on the reference, over 3x the fastest checked one"
                 if status.startswith("load error"):
                     row["status"] = "load error"
                     row["detail"] = status[len("load error: ") :]
                 if skey in e.get("ms", {}):
                     row["ms"] = e["ms"][skey]
-                if row["status"] != "ok" and not row["status"].startswith(("load error", "not measured", "failed")):
+                if row["status"] != "ok" and not row["status"].startswith(("load error", "not measured", "failed", "not timed")):
                     row["status"] = "mismatch: " + status
             rows.append(row)
         return rows
@@ -423,7 +454,7 @@ class AutoBackend(Backend):
                 e = entries.setdefault(candidate_key(cand), {})
                 for role in ROLES:
                     ent = e.setdefault(role, {})
-                    if "check" not in ent:
+                    if ent.get("check", "slower") == "slower":  # never checked, or cut short by selection's probe
                         be = self._backend(cand)
                         if be is None:
                             ent["check"] = "load error: " + self._load_errors.get(cand.label, "")
