@@ -48,14 +48,35 @@ def test_float_path_is_the_model_synthesis(exported):
         assert torch.allclose(qat.synthesis(model, y, ig, None), model.g_s(y * ig), atol=1e-6)
 
 
-def test_fake_quantized_synthesis_simulates_the_exported_int8_graph(exported):
-    """QAT is only worth it if its simulation is the export: its output must sit far closer to
-    onnxruntime's int8 synthesis than the float synthesis does."""
+def _qdq_reference_session(path):
+    """ONNX Runtime running the QDQ graph as defined: graph optimizations off, so no QDQ fusion into
+    int8 kernels; every QuantizeLinear/DequantizeLinear is its own op and the convs run in float on the
+    dequantized weights. Its codes do not depend on the CPU's int8 kernels (measured: identical on
+    an AVX-512 VNNI host and an emulated AVX2-only CPU)."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_fake_quantized_synthesis_simulates_the_exported_int8_graph(exported):
+    """QAT is only worth it if its simulation is the export: its output codes must sit far closer to
+    the exported int8 synthesis' than the float synthesis' do.
+
+    The int8 graph is evaluated as its QDQ nodes define it (``_qdq_reference_session``), not through
+    ONNX Runtime's fused int8 kernels: those compute the same integers only where their arithmetic is
+    exact. On x86 without VNNI (AVX2-only, AVX-512 without VNNI) the u8 x s8 kernels add pairs of
+    products in int16 with saturation (vpmaddubsw); this random test model's activations saturate
+    them (emulated AVX2 CPU: 33% of the second conv's output codes off, by up to 12), which moved
+    4.9% of the output pixels by one code, more than its whole int8 quantization moves them
+    (the float synthesis, rounded to pixels, differs on 1.2%). That is a property of one CPU's
+    kernels, checked for the shipped model by scripts/test-cpu-isa, not of the quantization grids
+    that QAT simulates. Both outputs are compared as the decoder sees them: 8-bit pixel codes.
+    """
     model, calib, bundle = exported
     ranges = qat.calibrate(model, qat.calibration_latents(model, [torch.from_numpy(model_input(im)) for im in calib]))
-    sess = ort.InferenceSession(str(bundle / SYNTHESIS), providers=["CPUExecutionProvider"])
+    sess = _qdq_reference_session(bundle / SYNTHESIS)
     x = torch.from_numpy(model_input(synthetic_image(64, 64, 9)))
     q = SMALL.levels - 1
     with torch.no_grad():
@@ -65,5 +86,12 @@ def test_fake_quantized_synthesis_simulates_the_exported_int8_graph(exported):
         fl = qat.synthesis(model, y_hat, inv_gain, None).clamp(0, 1).numpy()
     int8 = sess.run(None, {"y_hat": y_hat.numpy(), "inv_gain": inv_gain.numpy()})[0]
     assert int8.std() > 0.01  # a real picture, not a flat clamp
-    err_sim, err_float = np.abs(fq - int8).mean(), np.abs(fl - int8).mean()
+
+    def codes(v):
+        return np.rint(np.clip(v, 0, 1) * 255).astype(np.int64)
+
+    assert np.abs(int8 * 255 - codes(int8)).max() < 1e-3  # the graph's output is on the pixel grid (scale 1/255)
+    c_int8 = codes(int8)
+    err_sim, err_float = np.abs(codes(fq) - c_int8).mean(), np.abs(codes(fl) - c_int8).mean()
+    assert err_float > 0.002, err_float  # the int8 grids visibly move the output, else this shows nothing
     assert err_sim < 0.3 * err_float, (err_sim, err_float)

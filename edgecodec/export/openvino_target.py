@@ -10,12 +10,33 @@ ONNX graph. Weights are saved as they are (``compress_to_fp16=False``): the
 default fp16 weight compression would touch the fp32 layers around the gains
 (see ``onnx_target``).
 
-One rewrite before conversion: the ONNX analysis stores its int8 weights as
-uint8 with per-channel zero points (for ONNX Runtime's sake, see ``onnx_target``);
-OpenVINO's CPU plugin runs such convolutions in f32 on decompressed weights (all
-analysis convs read ``f32`` in the executed op list). ``symmetric_weights``
-re-quantizes them to symmetric int8 per channel, which it runs as u8 x i8
-kernels: measured here, the 768x512 analysis takes 63 ms instead of 139 ms.
+One rewrite before conversion, ``int8_weights``: the ONNX analysis stores its int8
+weights as uint8 with per-channel zero points (for ONNX Runtime's sake, see
+``onnx_target``), which OpenVINO's CPU plugin runs in f32 on decompressed weights
+(all seven analysis convs f32: 139 ms instead of 63 ms at 768x512). The zero points
+are all 128, so ``q - 128`` is the same weight as an int8 code with the same scale
+and zero point 0: the IR runs exactly the ONNX graph's weights as u8 x i8 kernels
+(the earlier rewrite re-quantized them to max|w| / 127 and moved the latents: at
+quality 10 they rounded to the numpy reference's integers on 96.3% of elements; now
+99.98%, as ONNX Runtime).
+
+Except the conv that reads the image, which keeps its uint8 weights, so f32: on
+x86 without VNNI (AVX2-only, AVX-512 without VNNI) oneDNN's u8 x i8 kernels
+(``jit_avx2_I8``) multiply with ``vpmaddubsw``, which adds the products of two
+neighbouring input channels in int16 and saturates at 32767 (OpenVINO's oneDNN
+does not halve the weights to avoid it: 32 input channels of 255 times weights of
+127 come out as 16 x 32767). The pixels are dense 8-bit codes in every channel, so
+with full-range weights 0.32% of that conv's pair sums saturated on Kodak crops
+(7.7% of its outputs hit) and the encoder lost 0.41 dB at quality 1 and 4.1 dB at
+quality 10 against fp32 (export validation, under ``ONEDNN_MAX_CPU_ISA=AVX2`` and
+under qemu's AVX2-only EPYC-Rome alike; kodim23 at quality 4: 28.44 dB instead of
+30.74). Every later int8 conv reads sparse ReLU outputs: none of their pair sums
+saturated on the same crops, and the latents come out the same with and without
+VNNI. The f32 conv costs 9 ms of CPU per 768x512 analysis on AVX-512 VNNI (61 ->
+71 ms, one thread) and 6 ms under the AVX2 cap (162 -> 168 ms); 7-bit weights for
+it (|w| <= 64 cannot saturate) were as fast as int8 but moved the latents (93.4%
+round equal at quality 10), two exact 7-bit halves summed were as slow as f32.
+``scripts/test-cpu-isa`` checks all of this on an AVX2-only CPU.
 
 The manifest records the ``.xml`` under the role names the backend opens
 (``analysis``, ``synthesis``) and the ``.bin`` weights under ``analysis_bin`` and
@@ -41,31 +62,59 @@ def ir_name(onnx_name: str) -> str:
     return onnx_name[: -len(".onnx")] + ".xml"
 
 
-def symmetric_weights(src: Path, dst: Path) -> None:
-    """Copy the QDQ graph at ``src`` to ``dst`` with every uint8 per-channel conv weight re-quantized to
-    symmetric int8 (scale max|w| / 127 per output channel, zero point 0)."""
+def int8_weights(src: Path, dst: Path) -> dict[str, str]:
+    """Copy the QDQ graph at ``src`` to ``dst`` with every uint8 per-channel conv weight stored as symmetric
+    int8 (zero point 0), except the weights of a conv that reads a graph input (the image), kept uint8.
+
+    A weight whose ``q - zero_point`` fits int8 is converted exactly (same scale); any other is
+    re-quantized to scale max|w| / 127 per output channel (not exact; the shipped bundle has none).
+    Returns {conv name: "kept" | "exact" | "requantized"}.
+    """
     import onnx
     from onnx import numpy_helper
 
     m = onnx.load(str(src))
     init = {i.name: i for i in m.graph.initializer}
-    for node in m.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in init or len(node.input) < 3:
+    producer = {o: n for n in m.graph.node for o in n.output}
+    graph_inputs = {i.name for i in m.graph.input}
+
+    def reads_graph_input(conv) -> bool:
+        """True when the conv's data input is (a Q/DQ pair of) a graph input."""
+        name = conv.input[0]
+        while name in producer and producer[name].op_type in ("DequantizeLinear", "QuantizeLinear"):
+            name = producer[name].input[0]
+        return name in graph_inputs
+
+    done: dict[str, str] = {}
+    for conv in m.graph.node:
+        dq = producer.get(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in init or len(dq.input) < 3:
             continue
-        q = numpy_helper.to_array(init[node.input[0]])
+        q = numpy_helper.to_array(init[dq.input[0]])
         if q.dtype != np.uint8 or q.ndim != 4:  # activations are per-tensor and computed, not initializers
             continue
+        if reads_graph_input(conv):
+            done[conv.name] = "kept"
+            continue
         shape = (-1, 1, 1, 1)
-        scale = numpy_helper.to_array(init[node.input[1]]).astype(np.float64).reshape(shape)
-        zp = numpy_helper.to_array(init[node.input[2]]).astype(np.float64).reshape(shape)
-        w = (q - zp) * scale
-        s = np.abs(w).max(axis=(1, 2, 3)) / 127.0
-        s[s == 0] = 1.0
-        wq = np.clip(np.rint(w / s.reshape(shape)), -127, 127).astype(np.int8)
-        init[node.input[0]].CopyFrom(numpy_helper.from_array(wq, node.input[0]))
-        init[node.input[1]].CopyFrom(numpy_helper.from_array(s.astype(np.float32), node.input[1]))
-        init[node.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(len(s), np.int8), node.input[2]))
+        scale = numpy_helper.to_array(init[dq.input[1]]).astype(np.float32).reshape(-1)
+        zp = numpy_helper.to_array(init[dq.input[2]]).astype(np.int32).reshape(shape)
+        d = q.astype(np.int32) - zp
+        if d.min() >= -128 and d.max() <= 127:
+            wq, s = d.astype(np.int8), scale
+            done[conv.name] = "exact"
+        else:
+            w = d * scale.astype(np.float64).reshape(shape)
+            s = np.abs(w).max(axis=(1, 2, 3)) / 127.0
+            s[s == 0] = 1.0
+            wq = np.clip(np.rint(w / s.reshape(shape)), -127, 127).astype(np.int8)
+            s = s.astype(np.float32)
+            done[conv.name] = "requantized"
+        init[dq.input[0]].CopyFrom(numpy_helper.from_array(wq, dq.input[0]))
+        init[dq.input[1]].CopyFrom(numpy_helper.from_array(s, dq.input[1]))
+        init[dq.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(len(s), np.int8), dq.input[2]))
     onnx.save(m, str(dst))
+    return done
 
 
 def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s: None) -> None:
@@ -83,13 +132,17 @@ def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s
         progress(f"converting {onnx_name} to OpenVINO IR {xml}")
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                symmetric = Path(tmp) / onnx_name
-                symmetric_weights(src, symmetric)
-                model = ov.convert_model(str(symmetric))
+                rewritten = Path(tmp) / onnx_name
+                modes = int8_weights(src, rewritten)
+                model = ov.convert_model(str(rewritten))
             ov.save_model(model, str(bundle_dir / xml), compress_to_fp16=False)
         except Exception as e:  # OpenVINO raises its own error types (GeneralFailure, OpConversionFailure, ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"OpenVINO could not convert {onnx_name}: {first}") from None
+        if modes:
+            counts = {k: sum(v == k for v in modes.values()) for k in ("exact", "requantized", "kept")}
+            progress(f"{onnx_name}: uint8 conv weights as int8: {counts['exact']} exact, {counts['requantized']} re-quantized, "
+                     f"{counts['kept']} kept uint8 (f32: the conv reading the image)")  # fmt: skip
         files[role] = xml
         files[f"{role}_bin"] = xml[: -len(".xml")] + ".bin"
     add_artifact(bundle_dir, "openvino", files, {"precision": "int8", "openvino": ov.__version__})

@@ -13,7 +13,16 @@ Compilation asks for ``INFERENCE_PRECISION_HINT=f32`` on CPU and GPU: without it
 the CPU plugin runs the non-quantized layers (the gain multiplies and the convs
 next to them, which are fp32 by design) in bf16 on CPUs that have bf16, and the
 GPU plugin in fp16. The int8 convolutions stay int8 either way; ``executed_ops``
-lists what each executed node actually ran in.
+lists what each executed node actually ran in, ``executed_kernels`` which kernel ran it.
+
+On x86 the int8 kernels depend on the CPU: with VNNI (``brgconv_avx512_I8`` on
+AVX-512 VNNI) the products are summed exactly in int32; without it
+(``jit_avx2_I8`` on AVX2-only CPUs) pairs of u8 x i8 products are first added in
+int16 with saturation. The IR keeps the one conv whose inputs reach that limit
+(the first, reading the image) in f32, so both give the same latents (see
+``edgecodec.export.openvino_target``). ``ONEDNN_MAX_CPU_ISA=AVX2`` in the
+environment makes the CPU plugin's convolutions use the AVX2 kernels on any x86
+CPU (``scripts/test-cpu-isa`` uses it).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ class OpenVinoBackend(Backend):
     extra = "openvino"
     runtime_module = "openvino"
     target = TARGET
+    memory_per_pixel = {"analysis": 130, "synthesis": 80}  # peak bytes per window pixel (benchmarks/memory.py), +15%
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -99,6 +109,16 @@ class OpenVinoBackend(Backend):
         (x_hat,) = self._run("synthesis", y_hat, inv_gain)
         return x_hat
 
+    def _compiled_for(self, role: str):
+        if role not in _INPUTS:
+            raise ValueError(f"role must be one of {', '.join(_INPUTS)}")
+        if self._static:
+            keys = [k for k in self._compiled if k[0] == role]
+            if not keys:
+                raise ValueError(f"{role} has not been compiled for {self.device} yet (static shapes: run it once first)")
+            return self._compiled[keys[-1]][0]
+        return self._request(role, None)[0]
+
     def executed_ops(self, role: str) -> list[tuple[str, str]]:
         """(layer type, runtime precision) of every node the compiled ``role`` executes, in graph order.
 
@@ -107,21 +127,21 @@ class OpenVinoBackend(Backend):
         On a static-shape device (NPU) this is the most recently compiled shape;
         it raises ``ValueError`` before the first run there.
         """
-        if role not in _INPUTS:
-            raise ValueError(f"role must be one of {', '.join(_INPUTS)}")
-        if self._static:
-            keys = [k for k in self._compiled if k[0] == role]
-            if not keys:
-                raise ValueError(f"{role} has not been compiled for {self.device} yet (static shapes: run it once first)")
-            compiled = self._compiled[keys[-1]][0]
-        else:
-            compiled = self._request(role, None)[0]
         ops = []
-        for op in compiled.get_runtime_model().get_ordered_ops():
+        for op in self._compiled_for(role).get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
             precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
             ops.append((layer, precision))
+        return ops
+
+    def executed_kernels(self, role: str) -> list[tuple[str, str]]:
+        """(layer type, kernel) of every executed node of ``role``, e.g. ``("Convolution", "jit_avx2_I8")``."""
+        ops = []
+        for op in self._compiled_for(role).get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+            ops.append((layer, info["primitiveType"].astype(str) if "primitiveType" in info else ""))
         return ops
 
     def describe(self) -> dict:
