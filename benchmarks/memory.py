@@ -81,8 +81,7 @@ def worker(args: dict) -> dict:
         stream.write_bytes(enc.data)
         np.save(stream.with_suffix(".rec.npy"), enc.reconstruction)
     else:
-        data = stream.read_bytes()
-        codec.decode(codec.encode(np.zeros((64, 64, 3), np.uint8), 5, be).data, be)  # load the runtime
+        data = stream.read_bytes()  # no warm-up encode: a decoder never loads the analysis
         if h * w <= 1 << 20:
             codec.decode(data, be, max_memory=args["max_memory"], max_pixels=10**9)
         base = rss()
