@@ -102,7 +102,7 @@ def test_the_fastest_correct_device_wins_and_wrong_or_broken_never_do(fakes, tin
 
 
 def test_choice_is_per_role_and_size_class(fakes, tiny_bundle, monkeypatch):
-    monkeypatch.setattr(Good, "delays", {"CPU": 0.0, "NPU": 0.03, "GPU": 0.05})
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.0, "NPU": 0.15, "GPU": 0.3})
     auto = selection.AutoBackend(tiny_bundle)
     assert auto.select("synthesis", (64, 64)).device == "CPU"
     assert selection.size_class(768, 1000) == (1024, 768) and selection.size_class(65, 1) == (256, 256)
