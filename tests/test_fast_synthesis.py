@@ -79,7 +79,21 @@ def _fake_pairs(d, m=8, n=(6, 2), levels=3, side=32):
 def test_checkpoint_resume_restores_the_optimizer_state_and_the_step_counter(tmp_path):
     _fake_pairs(tmp_path)
     out = tmp_path / "ck"
-    args = ["--data", str(tmp_path), "--out", str(out), "--channels", "4,3", "--factors", "4,4", "--batch", "2", "--threads", "1"]
+    args = [
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(out),
+        "--channels",
+        "4,3",
+        "--factors",
+        "4,4",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--precondition",
+    ]
     args += [
         "--minutes",
         "1e6",
@@ -105,7 +119,14 @@ def test_checkpoint_resume_restores_the_optimizer_state_and_the_step_counter(tmp
     lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     assert [r["event"] for r in lines if "event" in r and r["event"] in ("start", "resume")] == ["start", "resume"]
     assert len(next(r for r in lines if "val_psnr" in r)["val_psnr"]) == 3
-    assert fast_train.load_model(out / fast_train.CKPT).config == FastConfig.from_dict(saved["config"])
+    plain = fast_train.load_model(out / fast_train.CKPT)  # the input scaling folded into the first conv
+    assert plain.config == FastConfig.from_dict(saved["config"]) and traced_ops(plain) <= {"Conv2d", "relu", "pixel_shuffle"}
+    trained = FastSynthesis(plain.config)
+    fast_train.precondition(trained, after["input_scale"])
+    trained.load_state_dict(after["model"])
+    y = torch.randn(1, 8, 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(plain(y), trained(y), atol=1e-6)
 
     # exactly: 3 steps straight give the same weights as 2 steps, a checkpoint and 1 resumed step
     straight = tmp_path / "straight"

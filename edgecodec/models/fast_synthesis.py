@@ -169,3 +169,35 @@ def init_from_data(model: FastSynthesis, h: torch.Tensor, out_std: float = 0.25,
         conv.weight.mul_((out_std if conv is last else 1.0) / std)
         if conv is last:
             conv.bias.fill_(out_mean)
+
+
+@torch.no_grad()
+def init_from_full(model: FastSynthesis, full: nn.Module, h: torch.Tensor) -> list[int]:
+    """Start the first stage from the shipped synthesis' first conv (``full``: ``HyperpriorCodec.g_s``):
+    it reads the same input, so its features are already meaningful. Keeps the ``cout`` of its
+    output channels (after depth-to-space) that matter most on the batch ``h`` (RMS activation times
+    the norm of the next layer's weights reading the channel), then initialises the rest from data.
+    Returns the kept channels."""
+    first, src = model.stages[0], full.layers[0].conv
+    r, cout = first.r, model.config.channels[0]
+    if r != 2 or src.kernel_size != (3, 3) or cout > src.out_channels // 4:
+        raise ValueError("init from the full synthesis needs a first stage with depth-to-space by 2 and <= its channels")
+    act = F.pixel_shuffle(F.relu(src(h)), 2)  # (N, C, 2h, 2w)
+    rms = act.pow(2).mean(dim=(0, 2, 3)).sqrt()
+    reads = full.layers[1].conv.weight.pow(2).sum(dim=(0, 2, 3)).sqrt()
+    keep = torch.argsort(rms * reads, descending=True)[:cout].sort().values
+    rows = (keep[:, None] * 4 + torch.arange(4)[None]).reshape(-1)  # pixel_shuffle: channel c*4 + (i*2 + j)
+    first.conv.weight.copy_(src.weight[rows])
+    first.conv.bias.copy_(src.bias[rows])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    last = convs[-1]
+    for conv in convs[1:]:
+        got = {}
+        hd = conv.register_forward_hook(lambda m, i, o, got=got: got.__setitem__("o", o))
+        conv.bias.zero_()
+        model(h)
+        hd.remove()
+        conv.weight.mul_((0.25 if conv is last else 1.0) / float(got["o"].std().clamp_min(1e-8)))
+        if conv is last:
+            conv.bias.fill_(0.45)
+    return keep.tolist()
