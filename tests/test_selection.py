@@ -118,7 +118,7 @@ def test_portrait_and_landscape_share_one_measurement(fakes, tiny_bundle):
 
 def test_a_backend_whose_latents_round_differently_is_rejected_with_the_reason(fakes, tiny_bundle, monkeypatch):
     monkeypatch.setattr(base, "REGISTRY", {"noisy": Noisy, "good": Good})
-    monkeypatch.setattr(Good, "delays", {"CPU": 0.02, "NPU": 0.02, "GPU": 0.02})
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.1, "NPU": 0.1, "GPU": 0.1})
     auto = selection.AutoBackend(tiny_bundle)
     assert auto.select("analysis", (64, 64)).name == "good"
     status = {(r["backend"], r["device"]): r["status"] for r in auto.report}
@@ -130,7 +130,7 @@ def test_a_backend_whose_latents_round_differently_is_rejected_with_the_reason(f
 
 def test_installing_a_runtime_measures_only_the_new_one(fakes, tiny_bundle, monkeypatch):
     monkeypatch.setattr(base, "REGISTRY", {"good": Good})
-    monkeypatch.setattr(Good, "delays", {"CPU": 0.02, "NPU": 0.02, "GPU": 0.02})
+    monkeypatch.setattr(Good, "delays", {"CPU": 0.1, "NPU": 0.1, "GPU": 0.1})
     selection.AutoBackend(tiny_bundle).select("synthesis", (64, 64))
     monkeypatch.setattr(base, "REGISTRY", {"good": Good, "noisy": Noisy})
     Good.calls = 0
