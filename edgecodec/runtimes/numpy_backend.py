@@ -74,7 +74,7 @@ def run_net(layers: list[_Layer], x: np.ndarray) -> np.ndarray:
 class NumpyBackend(Backend):
     name = "numpy"
     extra = ""
-    memory_per_pixel = {"analysis": 370, "synthesis": 260}  # peak bytes per window pixel (benchmarks/memory.py), +15%
+    memory_per_pixel = {"analysis": 370, "synthesis": 260}  # peak bytes per window pixel in a whole encode/decode (benchmarks/memory.py)
 
     def __init__(self, bundle, device: str | None = None, threads: int | None = None):
         super().__init__(bundle, device, threads)

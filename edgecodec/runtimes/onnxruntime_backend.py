@@ -13,7 +13,7 @@ class OnnxRuntimeBackend(Backend):
     extra = "onnxruntime"
     runtime_module = "onnxruntime"
     target = "onnx"
-    memory_per_pixel = {"analysis": 440, "synthesis": 230}  # peak bytes per window pixel (benchmarks/memory.py), +15%
+    memory_per_pixel = {"analysis": 440, "synthesis": 230}  # peak bytes per window pixel in a whole encode/decode (benchmarks/memory.py)
 
     PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "DML": "DmlExecutionProvider",
                  "OPENVINO": "OpenVINOExecutionProvider", "COREML": "CoreMLExecutionProvider", "QNN": "QNNExecutionProvider",

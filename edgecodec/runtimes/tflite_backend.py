@@ -59,7 +59,7 @@ class TfliteBackend(Backend):
     name = "tflite"
     extra = "tflite"
     target = TARGET
-    memory_per_pixel = {"analysis": 170, "synthesis": 105}  # peak bytes per window pixel (benchmarks/memory.py), +15%
+    memory_per_pixel = {"analysis": 170, "synthesis": 105}  # peak bytes per window pixel in a whole encode/decode (benchmarks/memory.py)
 
     @classmethod
     def probe(cls) -> str | None:
