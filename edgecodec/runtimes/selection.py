@@ -228,7 +228,9 @@ def check(backend: Backend, role: str, ref: dict[str, np.ndarray]) -> str | None
             if not agree >= MIN_LATENT_AGREEMENT:
                 return (f"quality {q}: latents round to the reference on {100 * agree:.2f}% of coded elements "
                         f"(needs {100 * MIN_LATENT_AGREEMENT:.1f}%)")  # fmt: skip
-            ratio = _rate(backend.bundle, z, r["y"]) / max(_rate(backend.bundle, r["z"], r["y"]), 1.0)
+            if f"q{q}.rate" not in ref:  # the reference stream's own bits, once per process
+                ref[f"q{q}.rate"] = np.asarray(_rate(backend.bundle, r["z"], r["y"]))
+            ratio = _rate(backend.bundle, z, r["y"]) / max(float(ref[f"q{q}.rate"]), 1.0)
             if not ratio <= MAX_HYPER_RATE:
                 extra = f"{100 * (ratio - 1):.1f}% more bits (at most {100 * (MAX_HYPER_RATE - 1):.0f}%)"
                 return f"quality {q}: its hyper-latents cost the reference stream {extra}"
