@@ -19,16 +19,16 @@ def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, in
 CHUNK_BYTES = 16 << 20  # im2col patches per GEMM: bounds the numpy paths' memory at any image size
 
 
-def conv_bands(x: np.ndarray, k: int, stride: int, pad: int, itemsize: int = 4):
+def conv_bands(x: np.ndarray, k: int, stride: int, pad: int, itemsize: int = 4, chunk_bytes: int = CHUNK_BYTES):
     """im2col over bands of output rows: yields (first row, end row, patches, output width).
 
-    A band's patch matrix stays under ``CHUNK_BYTES`` (a whole-image im2col of a 12 MP photo is
+    A band's patch matrix stays under ``chunk_bytes`` (a whole-image im2col of a 12 MP photo is
     gigabytes) and only the band is zero-padded (no padded copy of the whole input); every output
     element still sees exactly the same patch.
     """
     c, h, w = x.shape
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    rows = max(1, CHUNK_BYTES // max(1, wo * c * k * k * itemsize))
+    rows = max(1, chunk_bytes // max(1, wo * c * k * k * itemsize))
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
         top, bottom = r0 * stride - pad, (r1 - 1) * stride + k - pad  # input rows the band reads

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BundleError
-from ..nn import conv_bands, depth_to_space, weight_matrix
+from ..nn import CHUNK_BYTES, conv_bands, depth_to_space, weight_matrix
 
 EXACT_LIMIT = 1 << 53
 F32_EXACT = 1 << 24
@@ -59,25 +59,37 @@ class IntLayer:
         step = max(1, (F32_EXACT - 1) // (127 * self.in_max))
         object.__setattr__(self, "_slices", [(a, min(a + step, k_terms), w2d[a : a + step]) for a in range(0, k_terms, step)])
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def bands(self, x: np.ndarray):
+        """The layer's output band by band of output rows (``nn.conv_bands``), before depth-to-space:
+        yields (first row, end row, (Cout, rows, W') in ``out_dtype``). Every element is computed
+        exactly as in a whole run; a 12 MP image's int64 accumulator whole would be ~0.5 GB."""
         x = np.asarray(x)
         if x.size and np.abs(x).max() > self.in_max:
             raise ValueError("integer layer input exceeds its declared range")
-        k = self.weight.shape[2]
-        out = None
+        cout, cin, k, _ = self.weight.shape
         sh = self.shift[:, None, None]
-        # band by band (nn.conv_bands): the int64 accumulator of a whole 12 MP image would be ~0.5 GB
-        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2):
-            acc = np.zeros((cols.shape[0], self.weight.shape[0]), dtype=np.int64)
+        rnd = np.int64(1) << (sh - 1)
+        # bands sized by the int64 accumulator too (two of them alive: the GEMM's and its transpose)
+        chunk = CHUNK_BYTES * cin * k * k * 4 // max(cin * k * k * 4, 2 * cout * 8)
+        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2, chunk_bytes=chunk):
+            acc = np.zeros((cols.shape[0], cout), dtype=np.int64)
             for a, b, w_slice in self._slices:
                 acc += (cols[:, a:b] @ w_slice).astype(np.int64)
             acc = acc.T.reshape(-1, r1 - r0, wo) + self.bias[:, None, None]
-            band = np.clip(
-                (acc * self.mult[:, None, None] + (np.int64(1) << (sh - 1))) >> sh, self.lo[:, None, None], self.hi[:, None, None]
-            )
-            if out is None:
-                ho = (x.shape[1] + 2 * (k // 2) - k) // self.stride + 1
-                out = np.empty((band.shape[0], ho, wo), self.out_dtype)
+            np.multiply(acc, self.mult[:, None, None], out=acc)  # requantize in place: (acc * mult + 2**(sh-1)) >> sh
+            acc += rnd
+            acc >>= sh
+            np.clip(acc, self.lo[:, None, None], self.hi[:, None, None], out=acc)
+            yield r0, r1, acc.astype(self.out_dtype)
+
+    def output_hw(self, h: int, w: int) -> tuple[int, int]:
+        """Output rows and columns (before depth-to-space) for an (h, w) input."""
+        k = self.weight.shape[2]
+        return (h + 2 * (k // 2) - k) // self.stride + 1, (w + 2 * (k // 2) - k) // self.stride + 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((self.weight.shape[0], *self.output_hw(*np.shape(x)[1:])), self.out_dtype)
+        for r0, r1, band in self.bands(x):
             out[:, r0:r1] = band
         return depth_to_space(out, self.d2s) if self.d2s > 1 else out
 

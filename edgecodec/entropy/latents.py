@@ -86,9 +86,10 @@ class Parse:
 
 
 def _round_clamped(y: np.ndarray) -> np.ndarray:
-    """Nearest integers as int32 (int64 would double a 12 MP image's 36 MB); beyond int16 is clamped anyway."""
+    """Nearest integers as int16 (int64 would be 4x a 12 MP image's 18 MB); the coder clamps to
+    +-127 anyway, and values beyond int16 are counted as clamped all the same."""
     y = np.rint(y) if y.dtype.kind == "f" else y
-    return np.clip(y, -(1 << 15), (1 << 15) - 1).astype(np.int32)
+    return np.clip(y, -(1 << 15), (1 << 15) - 1).astype(np.int16)
 
 
 class EntropyModel:
@@ -103,24 +104,37 @@ class EntropyModel:
         self._z_dec = rans.Decoder(z_tables)
 
     def y_params(self, z: np.ndarray, y_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(table index, integer mean offset, coded mask) for every y element, from z alone."""
+        """(table index, integer mean offset, coded mask) for every y element, from z alone.
+
+        The hyper-decoder's last layer (2M channels at the latents' resolution) runs band by band
+        of latent rows into these three arrays, so its whole output (and its temporaries) never
+        exist at once: a 48 MP photo's would be ~0.3 GB in int16.
+        """
         cfg = self.cfg
-        raw = self.hyper(z)
         m = cfg.y_channels
-        if raw.shape != (2 * m, *y_shape):
+        *front, last = self.hyper.layers
+        h = np.asarray(z, dtype=np.int64)
+        for layer in front:
+            h = layer(h)
+        if last.weight.shape[0] != 2 * m or last.d2s != 1 or last.output_hw(*h.shape[1:]) != tuple(y_shape):
             raise CorruptStreamError("hyper-latent shape does not match the image size")
-        mq, s = raw[:m], raw[m:]
-        f = raw.dtype.type(cfg.mean_steps)
-        # in the hyper-decoder's narrow dtype and in place: these are per-element arrays of the whole image
-        m_int = np.floor_divide(mq, f)
-        table = m_int * f
-        np.subtract(mq, table, out=table)  # the mean's fraction in 1/F steps
-        table += s * f
-        coded = s >= cfg.skip_below
-        inferred = mq + f // 2
-        np.floor_divide(inferred, f, out=inferred)
-        np.copyto(m_int, inferred, where=~coded)
-        return table, m_int, coded
+        dt = last.out_dtype
+        table, base, coded = np.empty((m, *y_shape), dt), np.empty((m, *y_shape), dt), np.empty((m, *y_shape), bool)
+        f = dt.type(cfg.mean_steps)
+        for r0, r1, raw in last.bands(h):
+            mq, s = raw[:m], raw[m:]
+            m_int = np.floor_divide(mq, f)
+            t = table[:, r0:r1]
+            np.multiply(m_int, f, out=t)
+            np.subtract(mq, t, out=t)  # the mean's fraction in 1/F steps
+            t += s * f
+            c = coded[:, r0:r1]
+            np.greater_equal(s, cfg.skip_below, out=c)
+            inferred = mq + f // 2
+            np.floor_divide(inferred, f, out=inferred)
+            np.copyto(m_int, inferred, where=~c)
+            base[:, r0:r1] = m_int
+        return table, base, coded
 
     def _z_table(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.broadcast_to(np.arange(self.cfg.z_channels)[:, None, None], shape)
@@ -139,12 +153,14 @@ class EntropyModel:
         y = np.asarray(y)
         table, base, coded = self.y_params(z, y.shape[1:])
         if rd_weight is None or y.dtype.kind in "iu":
-            y = _round_clamped(y)
+            y_final = _round_clamped(y)
         else:
-            y = self._rd_round(y, table, base, coded, np.asarray(rd_weight, np.float64))
-        clamped = int(np.count_nonzero(np.abs(y) > Y_CLAMP))
-        y_clamped = np.clip(y, -Y_CLAMP, Y_CLAMP).astype(np.int16)
-        y_final = np.where(coded, y_clamped, base).astype(np.int16)
+            y_final = self._rd_round(y, table, base, coded, np.asarray(rd_weight, np.float64))
+        del y  # in place from here: these are per-element arrays of the whole image
+        clamped = int(np.count_nonzero(np.abs(y_final) > Y_CLAMP))
+        np.clip(y_final, -Y_CLAMP, Y_CLAMP, out=y_final)
+        skip_changed = int(np.count_nonzero((y_final != base) & ~coded))
+        np.copyto(y_final, base, where=~coded, casting="unsafe")
         zt = self._z_table(z.shape)
         z_bits = self.z_tables.model_bits(z.ravel(), zt.ravel())
         yv = (y_final - base)[coded]
@@ -158,9 +174,9 @@ class EntropyModel:
         ]
         stats = {
             "clamped": clamped,
-            "skipped": int(y.size - np.count_nonzero(coded)),
-            "skip_changed": int(np.count_nonzero(y_clamped != y_final)),
-            "y_elements": int(y.size),
+            "skipped": int(coded.size - np.count_nonzero(coded)),
+            "skip_changed": skip_changed,
+            "y_elements": int(coded.size),
             "model_bits": z_bits + y_bits,
             "z_lanes": z_lanes,
             "y_lanes": y_lanes,
@@ -195,11 +211,12 @@ class EntropyModel:
         t2 = time.perf_counter()
         if np.abs(base).max(initial=0) > Y_CLAMP:
             raise CorruptStreamError("latent value out of range; the file is corrupt")
-        y = base.astype(np.int16)
         y_lanes, y_payload = subs[2]
-        yv = self._y_dec.decode(y_payload, table[coded], y_lanes) + base[coded]  # int64: a corrupt value cannot wrap
+        yv = self._y_dec.decode(y_payload, table[coded], y_lanes)
+        yv += base[coded]  # int64: a corrupt value cannot wrap
         if np.abs(yv).max(initial=0) > Y_CLAMP:
             raise CorruptStreamError("latent value out of range; the file is corrupt")
+        y = base if base.dtype == np.int16 else base.astype(np.int16)  # base is not needed after this: in place
         y[coded] = yv
         t3 = time.perf_counter()
         stats = {"hyper_s": t2 - t1, "entropy_s": (t1 - t0) + (t3 - t2), "coded": int(np.count_nonzero(coded)), "y_lanes": y_lanes}
