@@ -57,7 +57,7 @@ def main() -> int:
                     s[1].append(codec.psnr(codec.decode(data, ort, bundle).image, img))
         chosen = auto.chosen_label()
         print(f"{len(files)} Kodak images; auto chose {chosen} (analysis = encoder); both decoded with onnxruntime")
-        for r in auto.report:
+        for r in [r for rows in auto.reports.values() for r in rows]:
             print(f"  selection: {r['backend']}:{r['device']} {r['role']} {r['size']}: {r['status']}")
     print(f"{'level':>5s} {'ORT bytes':>10s} {'auto bytes':>10s} {'rate':>8s} {'ORT dB':>7s} {'auto dB':>7s} {'dB':>7s}  target")
     worst_db, worst_rate = 0.0, 0.0

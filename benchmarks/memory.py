@@ -136,8 +136,9 @@ def main() -> None:
                 notes = (
                     f"{r['bpp']:.3f} bpp, {r['psnr']:.2f} dB" if mode == "encode" else f"equal to the encoder's: {r['equal_to_encoder']}"
                 )
-                print(f"{be:12s} {r['size']:10s} {mode:7s} {r['peak_mb']:8.0f} {r['loaded_mb']:7.0f} {r['image_mb']:8.0f} {r['seconds']:7.2f} "
-                      f"{r['us_per_pixel']:7.3f} {r['us_per_pixel'] / base[mode]:9.2f}x  {notes}", flush=True)  # fmt: skip
+                cells = (r["peak_mb"], r["loaded_mb"], r["image_mb"], r["seconds"], r["us_per_pixel"], r["us_per_pixel"] / base[mode])
+                nums = " ".join(f"{v:{f}}" for v, f in zip(cells, ("8.0f", "7.0f", "8.0f", "7.2f", "7.3f", "8.2f")))
+                print(f"{be:12s} {r['size']:10s} {mode:7s} {nums}x  {notes}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 
