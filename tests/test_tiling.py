@@ -151,3 +151,14 @@ def test_a_header_claiming_more_pixels_than_the_limit_is_refused_before_any_work
     with pytest.raises(codec.InputError, match="over the limit"):
         codec.decode(enc.data, tiny_backend)
     assert codec.decode(enc.data, tiny_backend, max_pixels=2000).image.shape == (40, 50, 3)
+
+
+def test_windows_run_in_parallel_for_a_backend_that_does_not_thread_itself(tiny_bundle):
+    """Every shipped backend threads itself (runtime intra-op threads, numpy's BLAS), so they keep
+    ``tile_workers = 1``; one that does not gets a window per core, with the same result."""
+    serial, parallel = NumpyBackend(tiny_bundle), NumpyBackend(tiny_bundle)
+    parallel.tile_workers = 2
+    img = synthetic_image(700, 500, 4)
+    a = codec.encode(img, 2, serial, max_memory=SMALLEST)
+    b = codec.encode(img, 2, parallel, max_memory=SMALLEST)
+    assert a.data == b.data and np.array_equal(a.reconstruction, b.reconstruction)
