@@ -283,9 +283,24 @@ class AutoBackend(Backend):
         self.reports: dict[str, list[dict]] = {}  # the same, per role
 
     def candidates(self) -> list[Candidate]:
+        """This host's candidates, listed once per set of installed runtime versions and cached: listing
+        devices imports every runtime (~0.4 s), which a cached start must not pay."""
         if self._cands is None:
+            names = self.names or list(base.REGISTRY)
+            artifacts = sorted(self.bundle.manifest.get("artifacts", {}))
+            listing = json.dumps([[n, _version(n)] for n in names] + [artifacts])
+            data = _load_cache(self.cache_file)
+            known = data.get(self.key, {}).get("listings", {}).get(listing)
+            if known is None:
+                found = candidates(self.bundle, self.names)
+                data.setdefault(self.key, {}).setdefault("listings", {})[listing] = [
+                    [c.name, c.device, c.available, c.reason] for c in found
+                ]
+                _save_cache(self.cache_file, data)
+            else:
+                found = [Candidate(n, d, bool(a), r) for n, d, a, r in known]
             # the numpy reference last: it is the fallback, and being timed last lets the early stop cut it short
-            self._cands = sorted(candidates(self.bundle, self.names), key=lambda c: c.name == "numpy")
+            self._cands = sorted(found, key=lambda c: c.name == "numpy")
         return self._cands
 
     @property
