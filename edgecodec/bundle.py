@@ -87,11 +87,20 @@ class Bundle:
         with np.load(self.path / "transforms.npz") as a:
             return dict(a)
 
+    @cached_property
+    def _gain_table(self) -> dict[str, np.ndarray]:
+        """Only the gain vectors of ``transforms.npz``: a runtime backend needs nothing else of it,
+        and loading every layer's weights costs a cold start ~0.1 s and ~10 MB."""
+        if "transforms" in self.__dict__:
+            return self.transforms
+        with np.load(self.path / "transforms.npz") as a:
+            return {k: a[k] for k in ("gain", "inv_gain")}
+
     def gains(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
         """(gain, inverse gain) for quality 1..levels, each shaped (1, M, 1, 1) float32."""
         if not 1 <= quality <= self.levels:
             raise ValueError(f"quality must be 1..{self.levels}")
-        t = self.transforms
+        t = self._gain_table
         m = self.latent.y_channels
         return (
             t["gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
