@@ -189,3 +189,17 @@ def test_a_backend_whose_runtime_is_not_installed_names_its_extra(tiny_bundle):
     assert NotHere.probe() == "edgecodec_no_such_runtime is not installed (pip install 'edgecodec[nothere]')"
     with pytest.raises(BackendUnavailableError, match="pip install"):
         NotHere(tiny_bundle)
+
+
+def test_the_backends_command_names_a_rejected_candidate_and_why(fakes, tiny_bundle, monkeypatch):
+    CliRunner = pytest.importorskip("typer.testing").CliRunner
+
+    from edgecodec import cli_app
+
+    monkeypatch.setattr(base, "REGISTRY", {"noisy": Noisy, "good": Good, "missing": Missing})
+    r = CliRunner().invoke(cli_app.app, ["backends", "--model", str(tiny_bundle.path)])
+    assert r.exit_code == 0, r.output
+    lines = {ln.split()[0] + ":" + ln.split()[1]: ln for ln in r.output.splitlines() if ln.strip()}
+    assert "encode rejected: quality" in lines["noisy:CPU"] and "coded elements" in lines["noisy:CPU"]
+    assert "decode ok" in lines["noisy:CPU"] and "encode ok" in lines["good:NPU"]
+    assert "unavailable" in lines["missing:-"] and "pip install" in lines["missing:-"]
