@@ -139,7 +139,7 @@ def padded_crop(rgb: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarr
     rows = np.minimum(np.arange(r0, r1), h - 1)
     cols = np.minimum(np.arange(c0, c1), w - 1)
     crop = rgb[rows[:, None], cols[None, :]] if (r1 > h or c1 > w) else rgb[r0:r1, c0:c1]
-    return (crop.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
+    return crop.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0)
 
 
 def _run(fn, tiles: list[Tile], n_workers: int) -> None:
