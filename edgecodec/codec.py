@@ -126,13 +126,9 @@ def encode(
             f"image {w}x{h} is larger than the format allows ({container.MAX_SIDE} px per side, {container.MAX_PIXELS} pixels)"
         )
     t0 = time.perf_counter()
-    gain, inv_gain = bundle.gains(int(quality))
-    y, z = tiling.analysis(backend, rgb, gain, bundle, budget)
-    t1 = time.perf_counter()
-    em = bundle.entropy_model
-    parse, subs = em.encode(y[0], np.rint(z[0]).astype(np.int64), bundle.rd_weight(int(quality)))
-    del y, z
+    parse, subs, t1 = code_latents(rgb, int(quality), backend, bundle, budget)
     t2 = time.perf_counter()
+    _, inv_gain = bundle.gains(int(quality))
     header = container.Header(bundle.digest_bytes, w, h, channels, depth, int(quality), bundle.latent.precision)
     data = container.pack(header, [container.Substream(i, lanes, p) for i, lanes, p in subs])
     rec = tiling.synthesis(backend, parse.y, inv_gain, h, w, budget)
@@ -147,6 +143,16 @@ def encode(
         parse,
         {"analysis": t1 - t0, "entropy": t2 - t1, "synthesis": t3 - t2},
     )
+
+
+def code_latents(rgb: np.ndarray, quality: int, backend: Backend, bundle: Bundle, budget: int) -> tuple[Parse, list, float]:
+    """The encoder without its reconstruction: RGB (HxWx3 uint8) -> (parse, substreams, the
+    ``perf_counter`` time the analysis ended). Training-pair tools use it on its own."""
+    gain, _ = bundle.gains(quality)
+    y, z = tiling.analysis(backend, rgb, gain, bundle, budget)
+    t1 = time.perf_counter()
+    parse, subs = bundle.entropy_model.encode(y[0], np.rint(z[0]).astype(np.int64), bundle.rd_weight(quality))
+    return parse, subs, t1
 
 
 def read_header(data: bytes, bundle: Bundle, pixel_limit: int | None = None) -> tuple[container.Header, list[container.Substream]]:

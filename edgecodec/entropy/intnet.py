@@ -6,7 +6,8 @@ Each layer is ``conv -> requantize -> clamp [-> depth-to-space]``:
   ``[-127, 127]``), bias int32 at scale ``s_in * s_w``;
 * the accumulator is exact: float32 matrix products of integer operands over
   slices of the reduction short enough that every partial sum, in any order,
-  stays below 2**24 (so float32 represents it exactly), summed in int64;
+  stays below 2**24 (so float32 represents it exactly; ``exact_slices`` bounds it
+  by each output's weight L1 norm times the input bound), summed in int64;
 * requantization is ``(acc * mult + 2**(shift - 1)) >> shift`` in int64 with
   per-channel ``mult < 2**31`` and ``shift`` in 1..62, i.e. rounding half up
   (towards +inf) — the one rounding rule of this path;
@@ -26,6 +27,26 @@ from ..nn import CHUNK_BYTES, conv_bands, depth_to_space, weight_matrix
 
 EXACT_LIMIT = 1 << 53
 F32_EXACT = 1 << 24
+
+
+def exact_slices(abs_w: np.ndarray, in_max: int) -> list[tuple[int, int]]:
+    """Split the reduction (rows of ``abs_w``, the (K, Cout) |weight| matrix) into slices in which
+    every output's worst case ``sum |w| * in_max`` stays below 2**24.
+
+    Each partial sum of a slice's product, in any order a BLAS picks, is then an integer of at most
+    that magnitude, which float32 holds exactly. The bound uses each output's own weights (their L1
+    norm), not ``127 * K``: the shipped hyper-decoder's layers need one slice instead of two to four.
+    """
+    limit = (F32_EXACT - 1) // max(1, int(in_max))
+    if int(abs_w.max(initial=0)) > limit:
+        raise BundleError("integer layer weight too large for exact float32 accumulation")
+    out, a, k = [], 0, abs_w.shape[0]
+    while a < k:
+        cum = np.cumsum(abs_w[a:], axis=0).max(axis=1)  # worst output's running sum from row a
+        b = a + int(np.searchsorted(cum, limit, side="right"))
+        out.append((a, b))
+        a = b
+    return out
 
 
 @dataclass(frozen=True)
@@ -55,9 +76,7 @@ class IntLayer:
         if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
             raise BundleError("integer layer too large for exact accumulation")
         w2d = weight_matrix(w, np.float32)
-        # reduction slices whose worst-case |partial sum| stays below 2**24 (exact in float32)
-        step = max(1, (F32_EXACT - 1) // (127 * self.in_max))
-        object.__setattr__(self, "_slices", [(a, min(a + step, k_terms), w2d[a : a + step]) for a in range(0, k_terms, step)])
+        object.__setattr__(self, "_slices", [(a, b, w2d[a:b]) for a, b in exact_slices(np.abs(w2d.astype(np.int64)), self.in_max)])
 
     def bands(self, x: np.ndarray):
         """The layer's output band by band of output rows (``nn.conv_bands``), before depth-to-space:

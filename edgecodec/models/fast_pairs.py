@@ -81,7 +81,7 @@ def _maps(split: str) -> dict:
 
 def _encode_photo(job: tuple[str, int, list[tuple[int, int, int, int]]]) -> int:
     """Encode every crop of one photo at every level into the split's memmaps; returns crops done."""
-    from .. import codec
+    from .. import codec, tiling
     from ..io import read_rgb8
 
     split, first, crops = job
@@ -95,12 +95,15 @@ def _encode_photo(job: tuple[str, int, list[tuple[int, int, int, int]]]) -> int:
         x = crop_of(img, top, left, flip)
         m["pixels"][k] = x
         for q in range(1, levels + 1):
-            r = codec.encode(x, q, be)
-            y = r.parse.y
+            if split == "val":  # the full synthesis' decode: the held-out baseline
+                r = codec.encode(x, q, be)
+                y = r.parse.y
+                m["full"][k, q - 1] = r.reconstruction
+            else:  # training crops need only the latents (the teacher term measured no effect)
+                y = codec.code_latents(x, q, be, _worker["bundle"], tiling.max_memory(None))[0].y
             if y.shape != (192, CROP // 16, CROP // 16) or np.abs(y).max() > 127:
                 raise RuntimeError(f"unexpected latents {y.shape} max {np.abs(y).max()}")
             m["latents"][k, q - 1] = y.astype(np.int8)
-            m["full"][k, q - 1] = r.reconstruction
         for a in ("pixels", "latents", "full"):
             m[a].flush()
         m["done"][k] = True
@@ -138,10 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         "photos": [Path(p).name for p in paths],
         "holdout": f"photo index % {HOLDOUT_EVERY} == {HOLDOUT_EVERY // 2}",
         "latents": "codec.encode(crop, q, open_backend('onnxruntime', Bundle())).parse.y, int8",
-        "full": "the shipped ONNX Runtime int8 synthesis of the same latents, uint8",
+        "full": "the shipped ONNX Runtime int8 synthesis of the same latents, uint8 (held-out crops only)",
     }
     jobs = []
-    for split in ("train", "val"):
+    for split in ("val", "train"):  # held-out first: training can start on the crops done so far
         mine = [c for c in crops if split_of[c[0]] == split]
         n = len(mine)
         meta[split] = {"crops": n, "crop_list": mine}
@@ -164,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
             if not done[k:e].all():
                 jobs.append((split, k, mine[k:e]))
             k = e
+    val_jobs = [j for j in jobs if j[0] == "val"]
+    train_jobs = [j for j in jobs if j[0] == "train"]
+    np.random.default_rng(a.seed).shuffle(train_jobs)  # any prefix of the photos is a random sample of them
+    jobs = val_jobs + train_jobs
     np.save(a.out / "inv_gain.npy", np.stack([bundle.gains(q)[1].reshape(m) for q in range(1, levels + 1)]))
     (a.out / "meta.json").write_text(json.dumps(meta))
     total = sum(len(j[2]) for j in jobs)

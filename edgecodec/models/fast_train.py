@@ -11,7 +11,9 @@ No flips at training time: the latent code is not flip-equivariant (the shipped 
 flipped latents at ~17 dB), so the pairs were flipped before encoding instead (``fast_pairs``).
 
 Adam; the learning rate follows the elapsed fraction of ``--minutes`` (2% warm-up, cosine decay to
-1%), so ``--resume`` keeps the schedule. Checkpoints (model, optimizer, step and time counters, the
+1%), so ``--resume`` keeps the schedule. Elapsed time is the process' CPU time divided by its
+threads, not the wall clock: a run paused with SIGSTOP (while benchmarks run) or starved by other
+work does not lose its schedule. Checkpoints (model, optimizer, step and time counters, the
 sampler's random state) are written atomically every ``--ckpt-minutes`` and on exit; the JSONL log
 gets the training loss every ``--log-every`` steps and the PSNR per level on the held-out crops every
 ``--val-minutes`` (with the full synthesis' PSNR on the same crops as the baseline, once).
@@ -63,18 +65,30 @@ class Pairs:
     """One split of the cached pairs: latents (N, L, M, h, w) int8, pixels (N, H, W, 3) uint8, the full
     synthesis' decode (N, L, H, W, 3) uint8 (memory-mapped: read only for the teacher term / baseline)."""
 
-    def __init__(self, folder: Path, split: str):
-        done = np.load(folder / f"{split}_done.npy")
-        if not done.all():
-            raise SystemExit(f"{folder}: only {int(done.sum())}/{done.size} {split} crops are encoded; finish fast_pairs first")
-        self.latents = np.load(folder / f"{split}_latents.npy")
-        self.pixels = np.load(folder / f"{split}_pixels.npy")
+    def __init__(self, folder: Path, split: str, partial: bool = False):
+        """``partial``: use the crops ``fast_pairs`` has finished so far (it may still be running;
+        ``refresh`` picks up the new ones). Memory-mapped, so the page cache holds what is read."""
+        self.folder, self.split = folder, split
+        self.latents = np.load(folder / f"{split}_latents.npy", mmap_mode="r")
+        self.pixels = np.load(folder / f"{split}_pixels.npy", mmap_mode="r")
         self.full = np.load(folder / f"{split}_full.npy", mmap_mode="r")
-        self.n, self.levels = self.latents.shape[:2]
+        self.levels = self.latents.shape[1]
+        self.refresh()
+        if not self.n or (not partial and self.n < self.latents.shape[0]):
+            raise SystemExit(f"{folder}: only {self.n}/{self.latents.shape[0]} {split} crops are encoded; finish fast_pairs first")
+
+    def refresh(self) -> int:
+        """Re-read which crops are done; returns how many."""
+        self.ids = np.flatnonzero(np.load(self.folder / f"{self.split}_done.npy"))
+        self.n = int(self.ids.size)
+        return self.n
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.ids[rng.integers(0, self.n, n)]
 
     def batch(self, idx: np.ndarray, q: np.ndarray, inv_gain: torch.Tensor, teacher: bool = False):
-        y = torch.from_numpy(self.latents[idx, q]).float() * inv_gain[q][:, :, None, None]
-        x = torch.from_numpy(self.pixels[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+        y = torch.from_numpy(np.asarray(self.latents[idx, q])).float() * inv_gain[q][:, :, None, None]
+        x = torch.from_numpy(np.asarray(self.pixels[idx])).permute(0, 3, 1, 2).float().div_(255.0)
         t = torch.from_numpy(np.ascontiguousarray(self.full[idx, q])).permute(0, 3, 1, 2).float().div_(255.0) if teacher else None
         return y, x, t
 
@@ -93,7 +107,7 @@ def validate(model: FastSynthesis, val: Pairs, inv_gain: torch.Tensor, batch: in
     for q in range(val.levels):
         ps = []
         for s in range(0, val.n, batch):
-            idx = np.arange(s, min(s + batch, val.n))
+            idx = val.ids[s : s + batch]
             y, x, _ = val.batch(idx, np.full(idx.size, q), inv_gain)
             ps.append(psnr_u8(model(y), x))
         out.append(round(float(torch.cat(ps).mean()), 3))
@@ -103,10 +117,10 @@ def validate(model: FastSynthesis, val: Pairs, inv_gain: torch.Tensor, batch: in
 
 def baseline(val: Pairs) -> list[float]:
     """The same mean PSNR for the full (shipped int8 ONNX Runtime) synthesis' decode of the same latents."""
-    x = val.pixels.reshape(val.n, -1).astype(np.float64)
+    x = np.asarray(val.pixels[val.ids]).reshape(val.n, -1).astype(np.float64)
     out = []
     for q in range(val.levels):
-        mse = ((np.asarray(val.full[:, q]).reshape(val.n, -1) - x) ** 2).mean(1)
+        mse = ((np.asarray(val.full[val.ids, q]).reshape(val.n, -1) - x) ** 2).mean(1)
         out.append(round(float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)))), 3))
     return out
 
@@ -165,7 +179,7 @@ def precondition(model: FastSynthesis, scale: torch.Tensor) -> None:
 
 def input_scale(train: Pairs, inv_gain: torch.Tensor, rng: np.random.Generator, n: int = 256, floor: float = 0.05) -> torch.Tensor:
     """1 / per-channel standard deviation of the synthesis input over ``n`` random (crop, level) samples."""
-    idx, q = rng.integers(0, train.n, n), rng.integers(0, train.levels, n)
+    idx, q = train.sample(rng, n), rng.integers(0, train.levels, n)
     h = train.batch(idx, q, inv_gain)[0]
     return 1.0 / h.std(dim=(0, 2, 3)).clamp_min(floor)
 
@@ -206,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--loss", choices=("mse", "psnr"), default="mse")
     ap.add_argument("--teacher-weight", type=float, default=0.0, help="weight of the MSE towards the full synthesis' decode")
+    ap.add_argument("--partial", action="store_true", help="start on the training crops encoded so far (fast_pairs still running)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--val-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=100)
@@ -214,10 +229,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.teacher_weight > 0 and not np.load(a.data / "train_full.npy", mmap_mode="r")[:1].any():
+        raise SystemExit("--teacher-weight needs the full synthesis' decodes of the training crops, which fast_pairs writes for held-out crops only")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
-    train, val = Pairs(a.data, "train"), Pairs(a.data, "val")
+    train, val = Pairs(a.data, "train", partial=a.partial), Pairs(a.data, "val")
     inv_gain = torch.from_numpy(np.load(a.data / "inv_gain.npy")).float()
     ckpath = a.out / CKPT
     resumed = a.resume and ckpath.exists()
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         state = {"step": 0, "elapsed": 0.0, "crops": 0}
         if a.init != "default":
-            idx = rng.integers(0, train.n, 16)
+            idx = train.sample(rng, 16)
             h = train.batch(idx, rng.integers(0, train.levels, idx.size), inv_gain)[0]
             if a.init == "full":
                 from .train import load_checkpoint
@@ -287,20 +304,24 @@ def main(argv: list[str] | None = None) -> dict:
         record({"step": 0, "elapsed": 0.0, "val_psnr": validate(model, val, inv_gain)})
 
     budget = a.minutes * 60.0
-    t0, el0 = time.time(), state["elapsed"]
+
+    def clock() -> float:  # training seconds: CPU time per thread (see the module docstring)
+        return time.process_time() / max(1, a.threads)
+
+    t0, el0 = clock(), state["elapsed"]
     last_ck = last_val = last_log = t0
     log_step, log_crops = state["step"], state["crops"]
     acc: dict[str, list[float]] = {"loss": [], "psnr": []}
     model.train()
     while not stop["now"]:
-        elapsed = el0 + time.time() - t0
+        elapsed = el0 + clock() - t0
         frac = state["step"] / a.steps if a.steps else elapsed / budget
         if frac >= 1.0 or (a.max_steps and state["step"] >= a.max_steps):
             break
         lr = lr_at(frac, a.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = rng.integers(0, train.n, a.batch)
+        idx = train.sample(rng, a.batch)
         q = rng.integers(0, train.levels, a.batch)
         y, x, t = train.batch(idx, q, inv_gain, teacher=a.teacher_weight > 0)
         x_hat = model(y)
@@ -318,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         now = time.time()
         if state["step"] % a.log_every == 0:
             dt = now - last_log
-            rec = {"step": state["step"], "elapsed": round(el0 + now - t0, 1), "lr": lr}
+            rec = {"step": state["step"], "elapsed": round(el0 + clock() - t0, 1), "lr": lr}
             rec.update({k: round(float(np.mean(v)), 5) for k, v in acc.items()})
             rec.update(steps_per_s=round((state["step"] - log_step) / dt, 3), crops_per_s=round((state["crops"] - log_crops) / dt, 2))
             record(rec)
@@ -329,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             record(
                 {
                     "step": state["step"],
-                    "elapsed": round(el0 + now - t0, 1),
+                    "elapsed": round(el0 + clock() - t0, 1),
                     "val_psnr": validate(model, val, inv_gain),
                     "val_s": round(time.time() - tv, 1),
                 }
@@ -337,10 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
             last_val = last_log = time.time()  # validation time is not training throughput
             log_step, log_crops = state["step"], state["crops"]
         if now - last_ck > a.ckpt_minutes * 60:
-            state["elapsed"] = el0 + time.time() - t0
+            state["elapsed"] = el0 + clock() - t0
             save(ckpath, model, opt, state, rng, scale)
             last_ck = time.time()
-    state["elapsed"] = el0 + time.time() - t0
+            if a.partial and train.n < train.latents.shape[0]:
+                record({"step": state["step"], "train_crops": train.refresh()})
+    state["elapsed"] = el0 + clock() - t0
     save(ckpath, model, opt, state, rng, scale)
     record({"step": state["step"], "elapsed": round(state["elapsed"], 1), "val_psnr": validate(model, val, inv_gain), "event": "saved"})
     log.close()
