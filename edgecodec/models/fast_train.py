@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.teacher_weight > 0 and not np.load(a.data / "train_full.npy", mmap_mode="r")[:1].any():
-        raise SystemExit("--teacher-weight needs the full synthesis' decodes of the training crops, which fast_pairs writes for held-out crops only")
+        raise SystemExit("--teacher-weight needs the full decodes of the training crops; fast_pairs writes them for held-out crops only")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
