@@ -23,6 +23,7 @@ from .errors import BundleError
 
 MANIFEST = "manifest.json"
 ENCODER_FILE = "encoder.npz"
+FAST_FILE = "fast.npz"  # the fast synthesis for the numpy backend (``export.fast_target``)
 BUNDLE_VERSION = 1
 
 
@@ -123,8 +124,24 @@ class Bundle:
         w = self._rd_weights
         return None if w is None else w[quality - 1]
 
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """The synthesis transforms this bundle ships: 'full', and 'fast' when it has the fast one."""
+        return ("full", "fast") if "fast" in self.manifest.get("artifacts", {}) else ("full",)
+
+    @property
+    def fast_info(self) -> dict:
+        """The fast synthesis' manifest entry (configuration, MAC count, provenance); {} without one."""
+        return dict(self.manifest.get("artifacts", {}).get("fast", {}))
+
+    @cached_property
+    def fast_transforms(self) -> dict[str, np.ndarray]:
+        """The fast synthesis' numpy layers (``f_s.*``, the ``transforms.npz`` layer format)."""
+        with np.load(self.artifact("fast", "weights")) as a:
+            return dict(a)
+
     def artifact(self, target: str, role: str) -> Path:
-        """Path of a runtime artifact (``role`` is 'analysis' or 'synthesis'), checksum-verified."""
+        """Path of a runtime artifact (``role``: 'analysis', 'synthesis' or 'fast_synthesis'), checksum-verified."""
         entry = self.manifest.get("artifacts", {}).get(target)
         if not entry or role not in entry.get("files", {}):
             raise BundleError(f"bundle {self.path} has no {target} {role} artifact; run `edgecodec export --target {target}`")
@@ -172,6 +189,18 @@ def write_rd_weights(path: Path, weights: np.ndarray, strength: float) -> None:
     chose its integers."""
     np.savez_compressed(Path(path) / ENCODER_FILE, rd_weight=np.asarray(weights, np.float32))
     add_artifact(Path(path), "encoder", {"weights": ENCODER_FILE}, {"strength": float(strength), "made_by": "float synthesis response"})
+
+
+def extend_artifact(path: Path, target: str, files: dict[str, str]) -> None:
+    """Add files (roles) to an existing target's entry, keeping its other files and metadata."""
+    mpath = path / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    entry = manifest.get("artifacts", {}).get(target)
+    if entry is None:
+        raise BundleError(f"bundle {path} has no {target} artifact to extend")
+    entry["files"].update(files)
+    entry.setdefault("sha256", {}).update({k: sha256_file(path / v) for k, v in files.items()})
+    mpath.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def add_artifact(path: Path, target: str, files: dict[str, str], meta: dict) -> None:

@@ -145,26 +145,49 @@ def decode(
         metavar="N",
         help="refuse streams whose header claims more pixels (default: $EDGECODEC_MAX_PIXELS, else the library's limit)",
     ),
+    decoder: str = typer.Option(
+        "auto", "--decoder", help="full (the model's synthesis), fast (light: ~1/5 of the work, lower quality) or auto"
+    ),
+    budget_ms: Optional[float] = typer.Option(
+        None,
+        "--budget-ms",
+        metavar="MS",
+        help="auto: decode with fast when full would take longer than this on this host "
+        f"(default {codec.DEFAULT_BUDGET_MS_PER_MP:.0f} ms per megapixel)",
+    ),
 ) -> None:
     """Decompress .edgc files to images (PNG unless the output name says otherwise)."""
     try:
         from .io import atomic_write, check_writable, encode_image, output_suffix
 
+        if decoder not in codec.DECODERS:
+            raise InputError(f"--decoder must be one of {', '.join(codec.DECODERS)}, got {decoder!r}")
         limits = _memory(max_memory)
         if max_pixels is not None:
             limits["max_pixels"] = max_pixels
+        if budget_ms is not None:
+            limits["budget_ms"] = budget_ms
         pairs = _pairs(src, output, {".edgc"}, ".png")
         suffixes = {}
         for _, dst in pairs:  # every output name is checked before any decoding
             check_writable(dst, force)
             suffixes[dst] = output_suffix(dst)
         bundle, be = _load(model, backend, threads)
+        if decoder == "auto" and "fast" not in bundle.decoders:
+            decoder = "full"  # nothing to choose between: no estimate needed
         for s, dst in _progress(pairs, "decoding"):
             t = time.perf_counter()
-            res = codec.decode(s.read_bytes(), be, bundle, **limits)
+            res = codec.decode(s.read_bytes(), be, bundle, decoder=decoder, **limits)
             atomic_write(dst, encode_image(res.image, suffixes[dst]), force)
             h = res.header
-            typer.echo(f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {_label(be)}")
+            why = ""
+            if res.choice:
+                c = res.choice
+                est = f"full est. {c['full_ms']:.0f} ms" + (" <=" if res.decoder == "full" else " >")
+                why = f" ({est} budget {c['budget_ms']:.0f} ms)"
+            typer.echo(
+                f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {_label(be)}, {res.decoder} decoder{why}"
+            )
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
 
@@ -247,17 +270,20 @@ def export(
 @app.command()
 def backends(model: Optional[Path] = MODEL_OPTION, threads: Optional[int] = THREADS_OPTION) -> None:
     """List every (runtime, device) candidate on this host: available, checked against the bundle's
-    reference for encoding and decoding (a candidate that fails is never chosen by auto), and why not."""
+    reference for encoding and for decoding with each decoder (a candidate that fails is never
+    chosen by auto), and why not."""
     try:
         from .bundle import Bundle
         from .runtimes.selection import AutoBackend
 
-        for r in AutoBackend(Bundle(model), threads=threads).survey():
+        bundle = Bundle(model)
+        what_of = {"analysis": "encode", "synthesis": "decode (full)", "fast_synthesis": "decode (fast)"}
+        for r in AutoBackend(bundle, threads=threads).survey():
             if not r["available"]:
                 typer.echo(f"{r['backend']:12s} {r['device']:8s} unavailable: {r['reason']}")
                 continue
             roles = []
-            for role, what in (("analysis", "encode"), ("synthesis", "decode")):
+            for role, what in ((k, v) for k, v in what_of.items() if k in r):
                 status = r[role]
                 times = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(r[role + "_ms"].items()))
                 roles.append(f"{what} ok" + (f" ({times})" if times else "") if status == "ok" else f"{what} rejected: {status}")

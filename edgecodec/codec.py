@@ -15,6 +15,12 @@ from .errors import CorruptStreamError, InputError, ModelMismatchError
 from .runtimes.base import Backend
 
 Z_SUB, Y_SUB = 1, 2
+DECODERS = ("full", "fast", "auto")
+# 'auto' decodes with the full synthesis unless its estimated decode time on this host exceeds the
+# budget, by default 500 ms per megapixel: a Kodak image in 0.2 s, a 12 MP photo in 6 s. This host
+# (2 cores) decodes at ~200 ms/MP with the full synthesis, so it stays full; a Raspberry Pi 4 class
+# device is 4-8x slower (~1-1.6 s/MP) and gets the fast one.
+DEFAULT_BUDGET_MS_PER_MP = 500.0
 DEFAULT_MAX_PIXELS = 64_000_000  # decode refuses larger header claims unless raised (48 MP photos pass)
 PIXELS_ENV = "EDGECODEC_MAX_PIXELS"
 
@@ -54,6 +60,8 @@ class DecodeResult:
     header: container.Header
     parse: Parse
     timings: dict = field(default_factory=dict)
+    decoder: str = "full"  # the synthesis that made ``image`` ('full' or 'fast')
+    choice: dict = field(default_factory=dict)  # decoder='auto': the estimates it weighed
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -185,16 +193,64 @@ def parse_stream(data: bytes, bundle: Bundle, pixel_limit: int | None = None) ->
     return header, parse
 
 
+def estimate_synthesis_ms(backend: Backend, decoder: str, rows: int, cols: int, budget: int) -> float:
+    """This host's synthesis time for a (rows, cols) latent grid with ``decoder``, from the backend
+    selection's measurements (``runtimes.selection.estimate_ms``), window by window as decode runs it."""
+    from .runtimes.selection import estimate_ms
+
+    role = "synthesis" if decoder == "full" else "fast_synthesis"
+    tiles = tiling.tiles_for(backend, "synthesis", rows, cols, budget)
+    return sum(estimate_ms(backend, role, (16 * (t.win[1] - t.win[0]), 16 * (t.win[3] - t.win[2]))) for t in tiles)
+
+
+def choose_decoder(
+    backend: Backend, bundle: Bundle, header: container.Header, rows: int, cols: int, parse_ms: float, budget_ms: float | None, budget: int
+) -> tuple[str, dict]:
+    """'full' unless the parse plus the full synthesis would exceed ``budget_ms`` on this host
+    (default ``DEFAULT_BUDGET_MS_PER_MP`` per megapixel) and the bundle has the fast synthesis."""
+    if budget_ms is None:
+        budget_ms = DEFAULT_BUDGET_MS_PER_MP * header.width * header.height / 1e6
+    if not budget_ms > 0:
+        raise InputError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
+    full = parse_ms + estimate_synthesis_ms(backend, "full", rows, cols, budget)
+    info = {"budget_ms": round(float(budget_ms), 1), "full_ms": round(full, 1)}
+    if full <= budget_ms or "fast" not in bundle.decoders:
+        return "full", info
+    info["fast_ms"] = round(parse_ms + estimate_synthesis_ms(backend, "fast", rows, cols, budget), 1)
+    return "fast", info
+
+
 def decode(
-    data: bytes, backend: Backend, bundle: Bundle | None = None, *, max_memory: int | str | None = None, max_pixels: int | None = None
+    data: bytes,
+    backend: Backend,
+    bundle: Bundle | None = None,
+    *,
+    max_memory: int | str | None = None,
+    max_pixels: int | None = None,
+    decoder: str = "full",
+    budget_ms: float | None = None,
 ) -> DecodeResult:
-    """Decompress a stream. ``max_pixels`` refuses larger header claims before any work (``max_pixels()``)."""
+    """Decompress a stream. ``max_pixels`` refuses larger header claims before any work (``max_pixels()``).
+
+    ``decoder``: 'full' (the model's synthesis), 'fast' (the bundle's light synthesis: the same
+    parse, ~1/5 of the work, lower quality) or 'auto' (``choose_decoder``, with ``budget_ms``)."""
+    if decoder not in DECODERS:
+        raise InputError(f"unknown decoder {decoder!r}; choose one of: {', '.join(DECODERS)}")
     bundle = bundle or backend.bundle
+    if decoder == "fast" and "fast" not in bundle.decoders:
+        raise InputError(f"the model bundle at {bundle.path} has no fast decoder; use --decoder full")
     budget = tiling.max_memory(max_memory)
     t0 = time.perf_counter()
     header, parse = parse_stream(data, bundle, max_pixels)
     t1 = time.perf_counter()
+    choice: dict = {}
+    if decoder == "auto":
+        decoder, choice = choose_decoder(backend, bundle, header, *parse.y.shape[-2:], 1e3 * (t1 - t0), budget_ms, budget)
     _, inv_gain = bundle.gains(header.quality)
-    rgb = tiling.synthesis(backend, parse.y, inv_gain, header.height, header.width, budget)
+    t1b = time.perf_counter()
+    rgb = tiling.synthesis(backend, parse.y, inv_gain, header.height, header.width, budget, decoder)
     t2 = time.perf_counter()
-    return DecodeResult(_from_rgb8(rgb, header.channels, header.bit_depth), header, parse, {"entropy": t1 - t0, "synthesis": t2 - t1})
+    timings = {"entropy": t1 - t0, "synthesis": t2 - t1b}
+    if choice:
+        timings["choice"] = t1b - t1
+    return DecodeResult(_from_rgb8(rgb, header.channels, header.bit_depth), header, parse, timings, decoder, choice)

@@ -4,7 +4,8 @@ A subprocess per candidate gives honest load times and peak memory and keeps a
 crashing runtime from taking the profile down. Needs only the core and the
 installed runtimes, no torch; images are read with opencv (the ``cli`` extra), or
 given as ``.npy`` arrays on devices without it. Decode latency is measured from
-the stream's bytes in memory to the RGB array, model loaded and warm.
+the stream's bytes in memory to the RGB array, model loaded and warm, with the full synthesis and,
+when the bundle has it, the fast one (same stream, same parse; its PSNR is measured too).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def profile_one(bundle_path: str | None, name: str, device: str, images: list[st
             if why:
                 row.update(status="mismatch", detail=f"{role}: {why}")
                 return row
+        fast = "fast" in bundle.decoders
+        if fast:
+            why = check(be, "fast_synthesis", ref)
+            if why:  # the full decoder still works: profile it, say why fast is not
+                fast = False
+                row["detail"] = f"fast decoder: {why}"
     except EdgecodecError as e:
         row.update(status="unavailable" if "unavailable" in str(e) or "no " in str(e) else "load error", detail=str(e))
         return row
@@ -84,6 +91,9 @@ def profile_one(bundle_path: str | None, name: str, device: str, images: list[st
         codec.decode(enc.data, be, bundle)
         bpps.append(enc.bpp)
         psnrs.append(enc.psnr)
+        if fast:
+            dec = codec.decode(enc.data, be, bundle, decoder="fast")
+            times.setdefault("fast_psnr", []).append(codec.psnr(codec.to_rgb8(dec.image)[0], codec.to_rgb8(img)[0]) / 1e3)
         for _ in range(repeat):
             t = time.perf_counter()
             dec = codec.decode(enc.data, be, bundle)
@@ -92,6 +102,14 @@ def profile_one(bundle_path: str | None, name: str, device: str, images: list[st
             times["entropy"].append(dec.parse.stats["entropy_s"])
             times["synthesis"].append(dec.timings["synthesis"])
             times["analysis"].append(codec.encode(img, quality, be, bundle).timings["analysis"])
+            if fast:
+                t = time.perf_counter()
+                dec = codec.decode(enc.data, be, bundle, decoder="fast")
+                times.setdefault("fast_decode", []).append(time.perf_counter() - t)
+                times.setdefault("fast_synthesis", []).append(dec.timings["synthesis"])
+    fast_psnr = times.pop("fast_psnr", None)
+    if fast_psnr:
+        row["fast_psnr"] = round(1e3 * float(np.mean(fast_psnr)), 3)
     for s, v in times.items():
         row[f"{s}_p50_ms"] = round(_pct(v, 50), 2)
         row[f"{s}_p90_ms"] = round(_pct(v, 90), 2)
@@ -137,8 +155,9 @@ def format_table(rows: list[dict]) -> str:
         ("backend", "backend", "{}"), ("device", "device", "{}"), ("precision", "prec", "{}"), ("artifact_bytes", "size MB", "{:.1f}"),
         ("load_ms", "load ms", "{:.0f}"), ("analysis_p50_ms", "analysis p50/p90", None), ("hyper_p50_ms", "hyper p50/p90", None),
         ("entropy_p50_ms", "entropy p50/p90", None), ("synthesis_p50_ms", "synthesis p50/p90", None),
-        ("decode_p50_ms", "decode p50/p90", None), ("peak_rss_mb", "peak MB", "{:.0f}"), ("bpp", "bpp", "{:.3f}"),
-        ("psnr", "PSNR", "{:.2f}"), ("status", "status", "{}"),
+        ("decode_p50_ms", "decode p50/p90", None), ("fast_synthesis_p50_ms", "fast synth p50/p90", None),
+        ("fast_decode_p50_ms", "fast decode p50/p90", None), ("peak_rss_mb", "peak MB", "{:.0f}"), ("bpp", "bpp", "{:.3f}"),
+        ("psnr", "PSNR", "{:.2f}"), ("fast_psnr", "fast PSNR", "{:.2f}"), ("status", "status", "{}"),
     ]  # fmt: skip
     table = [[c[1] for c in cols]]
     for r in rows:

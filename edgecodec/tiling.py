@@ -104,6 +104,7 @@ def plan(rows: int, cols: int, core: int) -> list[Tile]:
 
 
 def bytes_per_pixel(backend, role: str) -> int:
+    role = "synthesis" if role == "fast_synthesis" else role  # the full synthesis' figure bounds the fast one's
     table = getattr(backend, "memory_per_pixel", None) or DEFAULT_BYTES_PER_PIXEL
     return int(table.get(role, DEFAULT_BYTES_PER_PIXEL[role]))
 
@@ -185,9 +186,13 @@ def analysis(backend, rgb: np.ndarray, gain: np.ndarray, bundle, budget: int | N
     return y, hyper_analysis(bundle, y)
 
 
-def synthesis(backend, y_hat: np.ndarray, inv_gain: np.ndarray, h: int, w: int, budget: int | None = None) -> np.ndarray:
-    """Integer latents (M, rows, cols) -> the HxWx3 uint8 image, window by window."""
+def synthesis(
+    backend, y_hat: np.ndarray, inv_gain: np.ndarray, h: int, w: int, budget: int | None = None, decoder: str = "full"
+) -> np.ndarray:
+    """Integer latents (M, rows, cols) -> the HxWx3 uint8 image, window by window, with the ``decoder``
+    ('full' or 'fast') synthesis. Both see less than 2 latents around a pixel, inside the halo."""
     rows, cols = y_hat.shape[-2:]
+    run = backend.decoder(decoder)
     tiles = tiles_for(backend, "synthesis", rows, cols, max_memory(budget))
     out = np.empty((h, w, 3), np.uint8)
 
@@ -196,7 +201,7 @@ def synthesis(backend, y_hat: np.ndarray, inv_gain: np.ndarray, h: int, w: int, 
         py0, py1, px0, px1 = 16 * a0, min(h, 16 * a1), 16 * b0, min(w, 16 * b1)
         if py0 >= py1 or px0 >= px1:
             return  # a core wholly in the padding
-        x_hat = backend.synthesis(np.ascontiguousarray(y_hat[None, :, r0:r1, c0:c1], dtype=np.float32), inv_gain)
+        x_hat = run(np.ascontiguousarray(y_hat[None, :, r0:r1, c0:c1], dtype=np.float32), inv_gain)
         part = x_hat[0, :, py0 - 16 * r0 : py1 - 16 * r0, px0 - 16 * c0 : px1 - 16 * c0]
         out[py0:py1, px0:px1] = np.clip(np.rint(part.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 

@@ -1,7 +1,9 @@
 """Conformance: every installed backend decodes the shipped model's golden streams.
 
 The guarantee (README): the parse is bit-exact on every backend and thread count;
-pixels stay within PIXEL_TOL levels and at least MIN_PSNR dB of the reference decode.
+pixels stay within PIXEL_TOL levels and at least MIN_PSNR dB of the reference decode. The fast
+decoder (when the bundle ships it) reads the same parse; its pixels have their own reference (the
+numpy backend's fast decode) and tolerance.
 """
 
 import itertools
@@ -22,6 +24,7 @@ HERE = Path(__file__).resolve().parent / "conformance"
 MANIFEST = json.loads((HERE / "manifest.json").read_text())
 PIXEL_TOL = 8  # largest per-pixel difference from the reference decode measured across runtimes, plus margin
 MIN_PSNR = 40.0
+FAST_PIXEL_TOL = 8  # the same rule for the fast decoder: measured spread across runtimes plus margin
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,29 @@ def test_every_backend_decodes_every_stream(stem, installed, shipped):
         assert out.parse.digest() == MANIFEST["streams"][stem]["parse_sha256"], name
         diff = np.abs(out.image.astype(int) - ref)
         assert diff.max() <= PIXEL_TOL and codec.psnr(out.image, ref) >= MIN_PSNR, (name, int(diff.max()))
+
+
+def test_fast_references_belong_to_the_shipped_fast_decoder(shipped):
+    if "fast" not in shipped.decoders:
+        pytest.skip("the shipped bundle has no fast decoder")
+    assert MANIFEST["fast"]["weights_sha256"] == shipped.fast_info["sha256"]["weights"], (
+        "fast synthesis changed: regenerate with scripts/make-conformance --fast"
+    )
+
+
+@pytest.mark.parametrize("stem", sorted(MANIFEST["streams"]))
+def test_every_backend_fast_decodes_every_stream_from_the_same_parse(stem, installed, shipped):
+    if "fast" not in shipped.decoders:
+        pytest.skip("the shipped bundle has no fast decoder")
+    data = (HERE / f"{stem}.edgc").read_bytes()
+    with np.load(HERE / MANIFEST["fast"]["pixels"]) as a:
+        ref = a[stem].astype(int)
+    for name, be in installed.items():
+        out = codec.decode(data, be, shipped, decoder="fast")
+        assert out.decoder == "fast"
+        assert out.parse.digest() == MANIFEST["streams"][stem]["parse_sha256"], name
+        diff = np.abs(out.image.astype(int) - ref)
+        assert diff.max() <= FAST_PIXEL_TOL and codec.psnr(out.image, ref) >= MIN_PSNR, (name, int(diff.max()))
 
 
 def test_encode_anywhere_decode_anywhere(installed, shipped):

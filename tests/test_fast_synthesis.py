@@ -136,3 +136,39 @@ def test_checkpoint_resume_restores_the_optimizer_state_and_the_step_counter(tmp
     assert a["rng"] == b["rng"]
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+def test_partial_pairs_train_on_the_finished_crops_only(tmp_path):
+    _fake_pairs(tmp_path)
+    done = np.load(tmp_path / "train_done.npy")
+    done[3:] = False
+    np.save(tmp_path / "train_done.npy", done)
+    with pytest.raises(SystemExit, match="only 3/6"):
+        fast_train.Pairs(tmp_path, "train")
+    pairs = fast_train.Pairs(tmp_path, "train", partial=True)
+    assert pairs.n == 3 and set(pairs.sample(np.random.default_rng(0), 100)) <= {0, 1, 2}
+    done[:] = True
+    np.save(tmp_path / "train_done.npy", done)
+    assert pairs.refresh() == 6
+
+
+def test_qat_fine_tunes_a_float_checkpoint_through_the_int8_grids(tmp_path, monkeypatch):
+    from edgecodec.models.fast_synthesis import calibrate, quantized_forward
+
+    _fake_pairs(tmp_path)
+    base = ["--data", str(tmp_path), "--channels", "4,3", "--factors", "4,4", "--batch", "2", "--threads", "1", "--minutes", "1e6"]
+    fast_train.main(base + ["--out", str(tmp_path / "float"), "--max-steps", "2"])
+    calib = [torch.randn(1, 8, 2, 2) for _ in range(3)]
+    monkeypatch.setattr(fast_train, "qat_calibration", lambda out, inv_gain: calib)  # the bundle's would need 192 channels
+    qat_from = tmp_path / "float" / fast_train.CKPT
+    state = fast_train.main(base + ["--out", str(tmp_path / "qat"), "--qat-from", str(qat_from), "--max-steps", "2", "--lr", "1e-3"])
+    assert state["qat"] and state["step"] == 2 and state["qat_from"] == str(qat_from)
+    model = fast_train.load_model(tmp_path / "qat" / fast_train.CKPT)
+    start = fast_train.load_model(qat_from)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
+    # the grids: no range -> the float network; calibrated ranges -> within a few pixel levels of it
+    y = calib[0]
+    with torch.no_grad():
+        assert torch.equal(quantized_forward(model, y, None), model(y))
+        q = quantized_forward(model, y, calibrate(model, calib))
+        assert 0 < (q - model(y).clamp(0, 1)).abs().max() * 255 < 16

@@ -51,11 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import add_artifact
+from ..bundle import add_artifact, extend_artifact
 from ..errors import ExportError
 from .onnx_target import ANALYSIS, SYNTHESIS
 
 ROLES = {"analysis": ANALYSIS, "synthesis": SYNTHESIS}
+FAST_ONNX = "fast_synthesis.int8.onnx"  # export.fast_target's
 
 
 def ir_name(onnx_name: str) -> str:
@@ -117,14 +118,19 @@ def int8_weights(src: Path, dst: Path) -> dict[str, str]:
     return done
 
 
-def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s: None) -> None:
+def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s: None, roles: dict[str, str] | None = None) -> None:
+    """Convert the bundle's ONNX transforms to IR: ``ROLES`` (plus the fast synthesis when the bundle
+    has it) into a new ``openvino`` entry, or only ``roles`` added to the existing entry."""
     try:
         import openvino as ov
     except ImportError:
         raise ExportError("the openvino export needs openvino (pip install 'edgecodec[openvino]')") from None
     bundle_dir = Path(bundle_dir)
     files: dict[str, str] = {}
-    for role, onnx_name in ROLES.items():
+    todo = dict(roles or ROLES)
+    if roles is None and (bundle_dir / FAST_ONNX).is_file():
+        todo["fast_synthesis"] = FAST_ONNX
+    for role, onnx_name in todo.items():
         src = bundle_dir / onnx_name
         if not src.is_file():
             raise ExportError(f"bundle {bundle_dir} lacks {onnx_name}; run `edgecodec export --target onnx` first")
@@ -145,4 +151,7 @@ def export_openvino(bundle_dir: Path, progress: Callable[[str], None] = lambda s
                      f"{counts['kept']} kept uint8 (f32: the conv reading the image)")  # fmt: skip
         files[role] = xml
         files[f"{role}_bin"] = xml[: -len(".xml")] + ".bin"
-    add_artifact(bundle_dir, "openvino", files, {"precision": "int8", "openvino": ov.__version__})
+    if roles is None:
+        add_artifact(bundle_dir, "openvino", files, {"precision": "int8", "openvino": ov.__version__})
+    else:
+        extend_artifact(bundle_dir, "openvino", files)

@@ -11,7 +11,7 @@ from ..entropy.latents import LatentConfig
 from .hyperprior import HyperpriorCodec, Up
 
 
-def _layer(conv: nn.Conv2d, d2s: int, relu: bool) -> dict:
+def layer_dict(conv: nn.Conv2d, d2s: int, relu: bool) -> dict:
     return {
         "w": conv.weight.detach().cpu().double().numpy(),
         "b": conv.bias.detach().cpu().double().numpy(),
@@ -26,9 +26,9 @@ def _seq(modules, relu_all_but_last: bool = True) -> list[dict]:
     n = len(modules)
     for i, m in enumerate(modules):
         if isinstance(m, Up):
-            out.append(_layer(m.conv, 2, m.relu))
+            out.append(layer_dict(m.conv, 2, m.relu))
         else:
-            out.append(_layer(m, 1, relu_all_but_last and i < n - 1))
+            out.append(layer_dict(m, 1, relu_all_but_last and i < n - 1))
     return out
 
 
@@ -118,4 +118,45 @@ def export_onnx_fp32(model: HyperpriorCodec, analysis_path, synthesis_path, opse
             SynthesisGraph(model), (yh, g), str(synthesis_path), input_names=["y_hat", "inv_gain"], output_names=["x_hat"],
             dynamic_axes={"y_hat": {2: "h", 3: "w"}, "x_hat": {2: "H", 3: "W"}},
             opset_version=opset, dynamo=False,
+        )  # fmt: skip
+
+
+class LayerSynthesisGraph(nn.Module):
+    """A synthesis given as float layer dicts (the fast synthesis): ``y_hat * inv_gain`` through the
+    layers, the last conv clamped to [0, 1] before its depth-to-space, as ``SynthesisGraph`` does."""
+
+    def __init__(self, layers: list[dict]):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.meta = []
+        for layer in layers:
+            w = torch.from_numpy(np.asarray(layer["w"], np.float32))
+            conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=int(layer["stride"]), padding=w.shape[2] // 2)
+            conv.weight.data.copy_(w)
+            conv.bias.data.copy_(torch.from_numpy(np.asarray(layer["b"], np.float32)))
+            self.convs.append(conv)
+            self.meta.append((int(layer["d2s"]), bool(layer["relu"])))
+
+    def forward(self, y_hat: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
+        y = y_hat * inv_gain
+        n = len(self.convs)
+        for i, (conv, (d2s, relu)) in enumerate(zip(self.convs, self.meta)):
+            y = conv(y)
+            if relu:
+                y = F.relu(y)
+            if i == n - 1:
+                y = y.clamp(0.0, 1.0)
+            if d2s > 1:
+                y = F.pixel_shuffle(y, d2s)
+        return y
+
+
+def export_synthesis_onnx(layers: list[dict], path, m: int, opset: int = 17) -> None:
+    """fp32 ONNX of a layer-dict synthesis, inputs ``y_hat`` and ``inv_gain`` like the shipped one."""
+    g = torch.ones(1, m, 1, 1)
+    yh = torch.round(torch.randn(1, m, 8, 12) * 3)
+    with torch.no_grad():
+        torch.onnx.export(
+            LayerSynthesisGraph(layers).eval(), (yh, g), str(path), input_names=["y_hat", "inv_gain"], output_names=["x_hat"],
+            dynamic_axes={"y_hat": {2: "h", 3: "w"}, "x_hat": {2: "H", 3: "W"}}, opset_version=opset, dynamo=False,
         )  # fmt: skip

@@ -94,6 +94,14 @@ class FastSynthesis(nn.Module):
             h = s(h)
         return h
 
+    def conv_sequence(self) -> list[tuple[nn.Conv2d, int, bool]]:
+        """Every conv in order with its depth-to-space factor and ReLU: the exported layer list."""
+        out = []
+        for s in self.stages:
+            out.append((s.conv, s.r, s.relu))
+            out.extend((m, 1, True) for m in s.mix)
+        return out
+
 
 def macs_per_pixel(config: FastConfig) -> float:
     """Multiply-accumulates per output pixel, counted from the configuration (biases not counted)."""
@@ -201,3 +209,68 @@ def init_from_full(model: FastSynthesis, full: nn.Module, h: torch.Tensor) -> li
         if conv is last:
             conv.bias.fill_(0.45)
     return keep.tolist()
+
+
+def float_layers(model: FastSynthesis) -> list[dict]:
+    """The network as the exporters' float layer dicts (``export.bundle_builder``): each stage's 3x3
+    conv with its ReLU and depth-to-space, then its 1x1 convs (ReLU, no depth-to-space)."""
+    from .convert import layer_dict
+
+    return [layer_dict(conv, r, relu) for conv, r, relu in model.conv_sequence()]
+
+
+def quantized_forward(model: FastSynthesis, h: torch.Tensor, ranges: dict | None, record: dict | None = None) -> torch.Tensor:
+    """The forward pass on the export's int8 grids (``export.fast_target``, the full synthesis' rules):
+    the first conv float, every later conv's input on a uint8 per-tensor grid over its calibrated
+    [min, max] and its weights int8 per output channel, the output clamped onto the 8-bit pixel grid;
+    straight-through gradients (``models.qat``). ``ranges`` None: plain float. ``record`` collects
+    each quantized input's min/max (calibration)."""
+    from .qat import _fake_quant, _fake_quant_weight
+
+    seq = model.conv_sequence()
+    for i, (conv, r, relu) in enumerate(seq):
+        w = conv.weight
+        if i > 0:
+            if record is not None:
+                lo, hi = record.get(i, (0.0, 0.0))
+                record[i] = (min(lo, float(h.min())), max(hi, float(h.max())))
+            if ranges is not None:
+                h = _fake_quant(h, *ranges[i])
+                w = _fake_quant_weight(w)
+        h = F.conv2d(h, w, conv.bias, padding=conv.padding)
+        if relu:
+            h = F.relu(h)
+        if i == len(seq) - 1 and ranges is not None:
+            h = _fake_quant(h + (h.clamp(0.0, 1.0) - h).detach(), 0.0, 1.0)
+        if r > 1:
+            h = F.pixel_shuffle(h, r)
+    return h
+
+
+@torch.no_grad()
+def calibrate(model: FastSynthesis, inputs: list[torch.Tensor]) -> dict:
+    """Min/max of every quantized conv input over ``inputs`` (``y_hat * inv_gain``), as the export's
+    MinMax calibrator sees them (the range always holds 0)."""
+    record: dict = {}
+    for h in inputs:
+        quantized_forward(model, h, None, record)
+    return record
+
+
+def save_weights(model: FastSynthesis, path, meta: dict | None = None) -> None:
+    """The shipped form: configuration, float weights rounded to float16 (what the export reads;
+    half the bytes of a checkpoint, no optimizer) and where they came from."""
+    sd = {k: v.detach().half() for k, v in model.state_dict().items()}
+    torch.save({"config": model.config.to_dict(), "model": sd, "meta": dict(meta or {})}, path)
+
+
+def load_weights(path) -> tuple[FastSynthesis, dict]:
+    """A ``save_weights`` file, or a training checkpoint (``fast_train``'s ``last.pt``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if "optimizer" in ck:
+        from .fast_train import load_model
+
+        return load_model(path), {"from_checkpoint": str(path), **{k: ck["state"][k] for k in ("step", "elapsed") if k in ck["state"]}}
+    model = FastSynthesis(FastConfig.from_dict(ck["config"]))
+    model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
+    return model.eval(), ck.get("meta", {})

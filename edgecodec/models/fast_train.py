@@ -39,10 +39,12 @@ from .fast_synthesis import (
     MAC_BUDGET,
     FastConfig,
     FastSynthesis,
+    calibrate,
     hook_macs_per_pixel,
     init_from_data,
     init_from_full,
     macs_per_pixel,
+    quantized_forward,
     receptive_field_latents,
 )
 
@@ -100,16 +102,22 @@ def psnr_u8(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: FastSynthesis, val: Pairs, inv_gain: torch.Tensor, batch: int = 16) -> list[float]:
-    """Mean PSNR (dB, over the held-out crops) of the 8-bit decode at every level."""
+def validate(model: FastSynthesis, val: Pairs, inv_gain: torch.Tensor, batch: int = 16, calib: list | None = None) -> list[float]:
+    """Mean PSNR (dB, over the held-out crops) of the 8-bit decode at every level; with ``calib``
+    (QAT), on the int8 grids calibrated on those inputs, as the export will run it."""
     model.eval()
+    ranges = calibrate(model, calib) if calib else None
+
+    def run(y: torch.Tensor) -> torch.Tensor:
+        return quantized_forward(model, y, ranges) if calib else model(y)
+
     out = []
     for q in range(val.levels):
         ps = []
         for s in range(0, val.n, batch):
             idx = val.ids[s : s + batch]
             y, x, _ = val.batch(idx, np.full(idx.size, q), inv_gain)
-            ps.append(psnr_u8(model(y), x))
+            ps.append(psnr_u8(run(y), x))
         out.append(round(float(torch.cat(ps).mean()), 3))
     model.train()
     return out
@@ -184,6 +192,23 @@ def input_scale(train: Pairs, inv_gain: torch.Tensor, rng: np.random.Generator, 
     return 1.0 / h.std(dim=(0, 2, 3)).clamp_min(floor)
 
 
+def qat_calibration(out: Path, inv_gain: torch.Tensor) -> list[torch.Tensor]:
+    """The export's calibration inputs (``export.fast_target.calibration_latents``: the shipped
+    calibration crops' latents at every level), so QAT's ranges are the ones the export will pick;
+    computed once (numpy analysis, ~20 s) and cached in ``out``."""
+    f = out / "calib_inputs.pt"
+    if f.exists():
+        return torch.load(f)
+    from ..bundle import default_bundle_path
+    from ..export.fast_target import calibration_latents
+    from ..export.registry import load_calibration
+
+    hs = [torch.from_numpy(y * g) for y, g in calibration_latents(default_bundle_path(), load_calibration(None))]
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(hs, f)
+    return hs
+
+
 def load_model(path: Path) -> FastSynthesis:
     """The trained network from a checkpoint, as a plain ``FastSynthesis`` (any training
     reparametrisation folded into the weights)."""
@@ -221,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--loss", choices=("mse", "psnr"), default="mse")
     ap.add_argument("--teacher-weight", type=float, default=0.0, help="weight of the MSE towards the full synthesis' decode")
     ap.add_argument("--partial", action="store_true", help="start on the training crops encoded so far (fast_pairs still running)")
+    ap.add_argument("--qat-from", type=Path, default=None, help="fine-tune this float checkpoint through the export's int8 grids")
+    ap.add_argument("--recalibrate", type=int, default=200, help="QAT: steps between range calibrations")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--val-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=100)
@@ -241,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     if resumed:
         ck = load(ckpath)
         config = FastConfig.from_dict(ck["config"])
+    elif a.qat_from:
+        config = FastConfig.from_dict(load(a.qat_from)["config"])
     else:
         mix = a.mix if a.mix is not None else (0,) * len(a.channels)
         config = FastConfig(y_channels=train.latents.shape[2], channels=a.channels, factors=a.factors, mix=mix)
@@ -265,6 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed at step {state['step']} ({state['elapsed']:.0f} s trained)", flush=True)
+    elif a.qat_from:  # quantization-aware fine-tuning from a float run (no preconditioning: it is folded)
+        model.load_state_dict(load_model(a.qat_from).state_dict())
+        state = {"step": 0, "elapsed": 0.0, "crops": 0, "qat": True, "qat_from": str(a.qat_from)}
+        scale = None
+        opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     else:
         state = {"step": 0, "elapsed": 0.0, "crops": 0}
         if a.init != "default":
@@ -299,9 +333,11 @@ def main(argv: list[str] | None = None) -> dict:
         train_crops=train.n, val_crops=val.n, batch=a.batch, lr=a.lr, loss=a.loss, teacher_weight=a.teacher_weight, minutes=a.minutes
     )
     record(info)
+    qat = bool(state.get("qat"))
+    calib_inputs, ranges = (qat_calibration(a.out, inv_gain), None) if qat else ([], None)
     if not resumed:
         record({"baseline_full_synthesis_psnr": baseline(val)})
-        record({"step": 0, "elapsed": 0.0, "val_psnr": validate(model, val, inv_gain)})
+        record({"step": 0, "elapsed": 0.0, "val_psnr": validate(model, val, inv_gain, calib=calib_inputs)})
 
     budget = a.minutes * 60.0
 
@@ -309,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         return time.process_time() / max(1, a.threads)
 
     t0, el0 = clock(), state["elapsed"]
-    last_ck = last_val = last_log = t0
+    last_ck = last_val = last_log = time.time()
     log_step, log_crops = state["step"], state["crops"]
     acc: dict[str, list[float]] = {"loss": [], "psnr": []}
     model.train()
@@ -324,7 +360,9 @@ def main(argv: list[str] | None = None) -> dict:
         idx = train.sample(rng, a.batch)
         q = rng.integers(0, train.levels, a.batch)
         y, x, t = train.batch(idx, q, inv_gain, teacher=a.teacher_weight > 0)
-        x_hat = model(y)
+        if qat and state["step"] % a.recalibrate == 0:
+            ranges = calibrate(model, calib_inputs)
+        x_hat = quantized_forward(model, y, ranges) if qat else model(y)
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         loss = mse.mean() if a.loss == "mse" else torch.log10(mse.clamp_min(1e-10)).mean()
         if t is not None:
@@ -351,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
                 {
                     "step": state["step"],
                     "elapsed": round(el0 + clock() - t0, 1),
-                    "val_psnr": validate(model, val, inv_gain),
+                    "val_psnr": validate(model, val, inv_gain, calib=calib_inputs),
                     "val_s": round(time.time() - tv, 1),
                 }
             )
@@ -365,7 +403,14 @@ def main(argv: list[str] | None = None) -> dict:
                 record({"step": state["step"], "train_crops": train.refresh()})
     state["elapsed"] = el0 + clock() - t0
     save(ckpath, model, opt, state, rng, scale)
-    record({"step": state["step"], "elapsed": round(state["elapsed"], 1), "val_psnr": validate(model, val, inv_gain), "event": "saved"})
+    record(
+        {
+            "step": state["step"],
+            "elapsed": round(state["elapsed"], 1),
+            "val_psnr": validate(model, val, inv_gain, calib=calib_inputs),
+            "event": "saved",
+        }
+    )
     log.close()
     return state
 

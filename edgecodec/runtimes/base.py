@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError, BundleError, InputError
 
 
 class Backend(ABC):
@@ -55,8 +55,23 @@ class Backend(ABC):
     def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
         """Integer-valued latents (1, M, h, w) and inverse gain -> image (1, 3, 16h, 16w)."""
 
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        """The same as ``synthesis`` with the bundle's fast synthesis (``Bundle.decoders``)."""
+        raise BundleError(f"the {self.name} backend has no fast synthesis")
+
+    def decoder(self, name: str):
+        """The synthesis callable of decoder ``name`` ('full' or 'fast')."""
+        if name not in DECODERS:
+            raise InputError(f"unknown decoder {name!r}; choose one of: {', '.join(DECODERS)}, auto")
+        if name == "fast" and "fast" not in self.bundle.decoders:
+            raise BundleError(f"bundle {self.bundle.path} has no fast decoder (python -m edgecodec.export.fast_target)")
+        return self.synthesis if name == "full" else self.fast_synthesis
+
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "threads": self.threads}
+
+
+DECODERS = {"full": "synthesis", "fast": "fast_synthesis"}  # decoder name -> transform role
 
 
 @dataclass(frozen=True)

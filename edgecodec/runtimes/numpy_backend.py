@@ -5,7 +5,8 @@ For devices without any runtime wheel (Android/Chaquopy). Each layer is
 the fake quantization reproduces the int8 QDQ model's activation grid, so it
 decodes close to the int8 runtimes.
 
-Layer arrays, for net ``n`` in ``g_a``, ``h_a``, ``g_s`` and layer ``i``:
+Layer arrays, for net ``n`` in ``g_a``, ``h_a``, ``g_s`` (and ``f_s``, the fast synthesis, in the
+bundle's ``fast.npz``) and layer ``i``:
 ``n.i.w`` (Cout, Cin, k, k) float32 or ``n.i.wq`` int8/uint8 with per-channel
 ``n.i.wscale`` and ``n.i.wzp``, ``n.i.b`` (Cout,), ``n.i.meta`` = [stride,
 d2s, relu], optional ``n.i.inq`` = [scale, zero_point, qmin, qmax]; ``n.count``.
@@ -80,6 +81,7 @@ class NumpyBackend(Backend):
         super().__init__(bundle, device, threads)
         t = bundle.transforms
         self.g_a, self.h_a, self.g_s = (load_net(t, n) for n in ("g_a", "h_a", "g_s"))
+        self._f_s: list[_Layer] | None = None
 
     def analysis(self, x: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = run_net(self.g_a, x[0]) * gain[0]
@@ -88,6 +90,11 @@ class NumpyBackend(Backend):
 
     def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
         return run_net(self.g_s, y_hat[0].astype(np.float32) * inv_gain[0])[None]
+
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        if self._f_s is None:
+            self._f_s = load_net(self.bundle.fast_transforms, "f_s")  # loaded on first use: most decodes are full
+        return run_net(self._f_s, y_hat[0].astype(np.float32) * inv_gain[0])[None]
 
     def describe(self) -> dict:
         return {**super().describe(), "version": np.__version__, "precision": "int8 grid, fp32 math"}

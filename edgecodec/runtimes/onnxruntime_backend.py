@@ -57,9 +57,12 @@ class OnnxRuntimeBackend(Backend):
         y, z = self._session("analysis").run(None, {"x": x.astype(np.float32), "gain": gain.astype(np.float32)})
         return y, z
 
-    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
-        (x_hat,) = self._session("synthesis").run(None, {"y_hat": y_hat.astype(np.float32), "inv_gain": inv_gain.astype(np.float32)})
+    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray, role: str = "synthesis") -> np.ndarray:
+        (x_hat,) = self._session(role).run(None, {"y_hat": y_hat.astype(np.float32), "inv_gain": inv_gain.astype(np.float32)})
         return x_hat
+
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        return self.synthesis(y_hat, inv_gain, "fast_synthesis")
 
     def executed_ops(self, role: str) -> list[tuple[str, str]]:
         """(op type, precision) of every node ORT runs after graph optimization (QDQ fused into int8 kernels)."""

@@ -33,8 +33,8 @@ from ..errors import BackendUnavailableError
 from .base import Backend
 
 TARGET = "openvino"
-_INPUTS = {"analysis": ("x", "gain"), "synthesis": ("y_hat", "inv_gain")}
-_OUTPUTS = {"analysis": ("y", "z"), "synthesis": ("x_hat",)}
+_INPUTS = {"analysis": ("x", "gain"), "synthesis": ("y_hat", "inv_gain"), "fast_synthesis": ("y_hat", "inv_gain")}
+_OUTPUTS = {"analysis": ("y", "z"), "synthesis": ("x_hat",), "fast_synthesis": ("x_hat",)}
 
 
 class OpenVinoBackend(Backend):
@@ -107,6 +107,10 @@ class OpenVinoBackend(Backend):
 
     def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
         (x_hat,) = self._run("synthesis", y_hat, inv_gain)
+        return x_hat
+
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        (x_hat,) = self._run("fast_synthesis", y_hat, inv_gain)
         return x_hat
 
     def _compiled_for(self, role: str):

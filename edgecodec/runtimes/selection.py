@@ -36,7 +36,14 @@ from .base import Backend, backend_class
 
 log = logging.getLogger("edgecodec")
 
-ROLES = ("analysis", "synthesis")
+ROLES = ("analysis", "synthesis", "fast_synthesis")  # encode, decode, decode with the fast synthesis
+
+
+def roles(bundle) -> tuple[str, ...]:
+    """The roles a bundle has transforms for (the fast synthesis is optional)."""
+    return ROLES if "fast" in bundle.decoders else ROLES[:2]
+
+
 MIN_LATENT_AGREEMENT = 0.995  # coded latents that must round to the reference integers, each quality
 # z only steers the tables: its int8 requantization rounds a step apart between runtimes on 3-6% of
 # elements, which moved the reference stream's bits by -2.5%..+0.1% here; a broken one costs far more
@@ -108,7 +115,10 @@ def _cpu_identity() -> tuple[str, str]:
 
 
 def _host_key(bundle, threads: int | None) -> str:
+    # the fast synthesis is outside the model digest: its own checksum keys its measurements
+    fast = bundle.fast_info.get("sha256", {}).get("weights", "")
     ident = [CACHE_VERSION, platform.node(), platform.machine(), *_cpu_identity(), os.cpu_count(), bundle.digest, threads]
+    ident += [fast] if fast else []
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -201,6 +211,8 @@ def make_reference(bundle, backend: Backend, image: np.ndarray | None = None) ->
         y_hat = parse.y[None].astype(np.float32)
         out.update({f"q{q}.gain": gain, f"q{q}.inv_gain": inv_gain, f"q{q}.y": y, f"q{q}.z": z, f"q{q}.coded": parse.coded[None],
                     f"q{q}.y_hat": y_hat, f"q{q}.x_hat": backend.synthesis(y_hat, inv_gain)})  # fmt: skip
+        if "fast" in bundle.decoders:
+            out[f"q{q}.x_hat_fast"] = backend.fast_synthesis(y_hat, inv_gain)
     return out
 
 
@@ -235,7 +247,12 @@ def check(backend: Backend, role: str, ref: dict[str, np.ndarray]) -> str | None
                 extra = f"{100 * (ratio - 1):.1f}% more bits (at most {100 * (MAX_HYPER_RATE - 1):.0f}%)"
                 return f"quality {q}: its hyper-latents cost the reference stream {extra}"
         else:
-            got, want = backend.synthesis(r["y_hat"], r["inv_gain"]), r["x_hat"]
+            if role == "fast_synthesis" and "x_hat_fast" not in r:  # a reference made before the bundle had it
+                from .numpy_backend import NumpyBackend
+
+                r["x_hat_fast"] = ref[f"q{q}.x_hat_fast"] = NumpyBackend(backend.bundle).fast_synthesis(r["y_hat"], r["inv_gain"])
+            got = _run(backend, role, r["y_hat"], r["inv_gain"])
+            want = r["x_hat_fast" if role == "fast_synthesis" else "x_hat"]
             if got.shape != want.shape:
                 return f"x_hat shape {got.shape} != {want.shape}"
             mse = float(np.mean((np.clip(got, 0, 1) - np.clip(want, 0, 1)) ** 2)) * 255**2
@@ -257,7 +274,9 @@ def _inputs(bundle, role: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.n
 
 
 def _run(backend: Backend, role: str, a: np.ndarray, b: np.ndarray):
-    return backend.analysis(a, b) if role == "analysis" else backend.synthesis(a, b)
+    if role == "analysis":
+        return backend.analysis(a, b)
+    return backend.fast_synthesis(a, b) if role == "fast_synthesis" else backend.synthesis(a, b)
 
 
 class AutoBackend(Backend):
@@ -309,7 +328,7 @@ class AutoBackend(Backend):
         from ..tiling import bytes_per_pixel
 
         classes = {c.name: backend_class(c.name) for c in self.candidates() if c.available}
-        return {role: max([bytes_per_pixel(cls, role) for cls in classes.values()] or [bytes_per_pixel(None, role)]) for role in ROLES}
+        return {role: max([bytes_per_pixel(cls, role) for cls in classes.values()] or [bytes_per_pixel(None, role)]) for role in ROLES[:2]}
 
     def _backend(self, cand: Candidate) -> Backend | None:
         if cand.label not in self._open:
@@ -329,7 +348,7 @@ class AutoBackend(Backend):
     def _say(self, role: str) -> None:
         if not self._announced:
             self._announced = True
-            what = "encoding" if role == "analysis" else "decoding"
+            what = "encoding" if role == "analysis" else "decoding" if role == "synthesis" else "fast decoding"
             msg = f"choosing a backend for {what} on this host (measured once, cached in {self.cache_file})"
             log.info(msg)
             if self.announce:
@@ -460,7 +479,7 @@ class AutoBackend(Backend):
         return rows
 
     def survey(self) -> list[dict]:
-        """Every candidate with its check for both roles on this host (measured once, then cached)."""
+        """Every candidate with its check for every role on this host (measured once, then cached)."""
         data = _load_cache(self.cache_file)
         entries = self._entries(data)
         rows, changed = [], False
@@ -468,7 +487,7 @@ class AutoBackend(Backend):
             row = {"backend": cand.name, "device": cand.device, "available": cand.available, "reason": cand.reason}
             if cand.available:
                 e = entries.setdefault(candidate_key(cand), {})
-                for role in ROLES:
+                for role in roles(self.bundle):
                     ent = e.setdefault(role, {})
                     if ent.get("check", "slower") == "slower":  # never checked, or cut short by selection's probe
                         be = self._backend(cand)
@@ -490,6 +509,23 @@ class AutoBackend(Backend):
     def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
         return self.select("synthesis", (16 * y_hat.shape[2], 16 * y_hat.shape[3])).synthesis(y_hat, inv_gain)
 
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        return self.select("fast_synthesis", (16 * y_hat.shape[2], 16 * y_hat.shape[3])).fast_synthesis(y_hat, inv_gain)
+
+    def measured_ms(self, role: str, shape: tuple[int, int]) -> float:
+        """The chosen backend's measured time (ms) for ``role`` on a window of ``shape`` (its size
+        class, scaled to the pixels of ``shape``): what ``codec.decode(decoder='auto')`` weighs."""
+        be = self.select(role, shape)
+        sc = size_class(*shape)
+        entry = self._entries(_load_cache(self.cache_file)).get(candidate_key(Candidate(be.name, be.device, True)), {}).get(role, {})
+        ms = entry.get("ms", {}).get(f"{sc[0]}x{sc[1]}")
+        if ms is None:  # the cache was not writable: time it here
+            a, b = _inputs(self.bundle, role, shape)
+            t = time.perf_counter()
+            _run(be, role, a, b)
+            ms = 1e3 * (time.perf_counter() - t)
+        return float(ms) * (shape[0] * shape[1]) / (sc[0] * sc[1])
+
     def describe(self) -> dict:
         return {
             "backend": "auto",
@@ -499,6 +535,28 @@ class AutoBackend(Backend):
     def chosen_label(self) -> str:
         labels = sorted({f"{b.name}:{b.device}" for b in self._choice.values()})
         return "auto(" + ", ".join(labels) + ")" if labels else "auto"
+
+
+def estimate_ms(backend: Backend, role: str, shape: tuple[int, int]) -> float:
+    """``backend``'s measured time (ms) for ``role`` on a window of ``shape``: the selection's own
+    measurement (cached per host), made here for an explicitly chosen backend on first use."""
+    if isinstance(backend, AutoBackend):
+        return backend.measured_ms(role, shape)
+    if backend.name not in base.REGISTRY:  # a backend object from elsewhere: time it once here
+        a, b = _inputs(backend.bundle, role, shape)
+        _run(backend, role, a, b)
+        t = time.perf_counter()
+        _run(backend, role, a, b)
+        return 1e3 * (time.perf_counter() - t)
+    timers = getattr(backend.bundle, "_estimators", None)
+    if timers is None:
+        timers = backend.bundle._estimators = {}
+    key = (backend.name, backend.device, backend.threads)
+    auto = timers.get(key)
+    if auto is None:
+        auto = timers[key] = AutoBackend(backend.bundle, threads=backend.threads, names=[backend.name])
+        auto._cands = [c for c in auto.candidates() if c.device == backend.device] or auto.candidates()
+    return auto.measured_ms(role, shape)
 
 
 def choose(bundle, threads: int | None = None, announce=None) -> Backend:

@@ -17,8 +17,8 @@ from ..errors import BackendUnavailableError
 from .base import Backend
 
 TARGET = "tflite"
-_INPUTS = {"analysis": ("x", "gain"), "synthesis": ("y_hat", "inv_gain")}
-_OUTPUTS = {"analysis": ("y", "z"), "synthesis": ("x_hat",)}
+_INPUTS = {"analysis": ("x", "gain"), "synthesis": ("y_hat", "inv_gain"), "fast_synthesis": ("y_hat", "inv_gain")}
+_OUTPUTS = {"analysis": ("y", "z"), "synthesis": ("x_hat",), "fast_synthesis": ("x_hat",)}
 
 
 def _runtime_module() -> str | None:
@@ -91,9 +91,12 @@ class TfliteBackend(Backend):
         )
         return np.ascontiguousarray(y.transpose(0, 3, 1, 2)), np.ascontiguousarray(z.transpose(0, 3, 1, 2))
 
-    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+    def fast_synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray) -> np.ndarray:
+        return self.synthesis(y_hat, inv_gain, "fast_synthesis")
+
+    def synthesis(self, y_hat: np.ndarray, inv_gain: np.ndarray, role: str = "synthesis") -> np.ndarray:
         m = inv_gain.shape[1]
-        (x_hat,) = self._model("synthesis")(
+        (x_hat,) = self._model(role)(
             np.ascontiguousarray(y_hat.transpose(0, 2, 3, 1), dtype=np.float32),
             np.ascontiguousarray(inv_gain, dtype=np.float32).reshape(1, 1, 1, m),
         )
