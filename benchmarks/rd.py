@@ -39,6 +39,7 @@ else:  # run as a script: benchmarks/ is sys.path[0]
 REPO = Path(__file__).resolve().parent.parent
 
 INT8, FP32, PREV = "edgecodec-int8", "edgecodec-fp32", "edgecodec-int8-previous"
+FAST = "edgecodec-fast"  # the same int8 streams decoded by the fast synthesis
 
 # quality sweeps chosen to span about 0.1-2 bpp on Kodak (means over the 24 images)
 CLASSICAL: dict[str, tuple[str, list[int]]] = {
@@ -49,6 +50,7 @@ CLASSICAL: dict[str, tuple[str, list[int]]] = {
 }
 LABELS = {
     INT8: "edgecodec int8 (ONNX)",
+    FAST: "edgecodec int8, fast decoder",
     FP32: "edgecodec fp32 (torch)",
     PREV: "edgecodec int8, previous model",
     "jpeg": "JPEG 4:2:0 (optimized)",
@@ -137,7 +139,8 @@ def quality_of(ref: np.ndarray, dec: np.ndarray) -> dict:
     return {"psnr": psnr(ref, dec), "msssim": ms_ssim(ref, dec)}
 
 
-def run_edgecodec(name: str, img: np.ndarray, backend, levels: list[int], decode: bool, checks: dict) -> list[dict]:
+def run_edgecodec(name: str, img: np.ndarray, backend, levels: list[int], decode: bool, checks: dict, fast: bool = False) -> list[dict]:
+    """One row per level; with ``fast``, also the same stream decoded by the fast synthesis (``FAST``)."""
     from edgecodec import codec, container
 
     h, w = img.shape[:2]
@@ -175,6 +178,10 @@ def run_edgecodec(name: str, img: np.ndarray, backend, levels: list[int], decode
                 diff = np.abs(dec.image.astype(np.int16) - res.reconstruction.astype(np.int16)).max()
                 checks["decode_mismatch"].append(f"{name} q={q}: decode differs from EncodeResult.reconstruction (max |diff| {diff})")
         rows.append(row)
+        if fast:
+            t0 = time.perf_counter()
+            dec = codec.decode(res.data, backend, decoder="fast")
+            rows.append({**row, "codec": FAST, **quality_of(img, dec.image), "decode_s": time.perf_counter() - t0})
     return rows
 
 
@@ -205,7 +212,7 @@ def aggregate(per_image: list[dict]) -> dict[str, list[dict]]:
 def bd_table(agg: dict[str, list[dict]], min_points: int) -> list[dict]:
     """Model vs each classical codec, fp32 vs JPEG, int8 vs fp32, and int8 vs the previous model's
     int8 (``--previous-bundle``: the replacement rule), for those present in ``agg``."""
-    pairs = [(INT8, c) for c in CLASSICAL] + [(FP32, "jpeg"), (INT8, FP32), (INT8, PREV), (PREV, "jpeg")]
+    pairs = [(INT8, c) for c in CLASSICAL] + [(FP32, "jpeg"), (INT8, FP32), (INT8, PREV), (PREV, "jpeg"), (FAST, INT8), (FAST, "jpeg")]
     pairs = [(t, a) for t, a in pairs if t in agg and a in agg]
     table = []
     for test, anchor in pairs:
@@ -285,7 +292,8 @@ def plot(path: Path, agg: dict[str, list[dict]], bd: list[dict], subtitle: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {INT8: ("C3", "o", "-"), FP32: ("C3", "s", "--"), PREV: ("C7", "o", ":"), "jpeg": ("C0", ".", "-"), "webp": ("C2", ".", "-"),
+    styles = {INT8: ("C3", "o", "-"), FP32: ("C3", "s", "--"), PREV: ("C7", "o", ":"), FAST: ("C5", "^", "-."), "jpeg": ("C0", ".", "-"),
+              "webp": ("C2", ".", "-"),
               "avif": ("C1", ".", "-"), "jxl": ("C4", ".", "-")}  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2))
     for ax, key, ylabel in ((axes[0], "psnr", "RGB PSNR (dB)"), (axes[1], "msssim_db", "MS-SSIM (dB, -10 log10(1 - MS-SSIM))")):
@@ -324,6 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--previous-bundle", type=Path, default=None, help="also run this bundle's int8 model (same backend); BD-rate against it"
     )
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 model even if a checkpoint exists")
+    ap.add_argument("--no-fast", action="store_true", help="skip decoding with the bundle's fast synthesis")
     ap.add_argument("--backend", default="onnxruntime", help="edgecodec backend for the int8 model (default: onnxruntime)")
     ap.add_argument("--qualities", default=None, help="edgecodec quality levels, e.g. 1,2,3 (default: all levels of the bundle)")
     ap.add_argument("--codecs", default=",".join(CLASSICAL), help=f"classical codecs to run (default: {','.join(CLASSICAL)}; '' for none)")
@@ -382,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"quality levels {bad} are outside 1..{bundle.levels} of this bundle")
 
     notes: list[str] = []
+    fast = "fast" in bundle.decoders and not args.no_fast
     ckpt = args.checkpoint
     if ckpt is None and not args.no_fp32 and (REPO / "edgecodec" / "data" / "weights" / "state.json").is_file():
         ckpt = REPO / "edgecodec" / "data" / "weights"
@@ -439,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with Image.open(f) as im:
             img = np.asarray(im.convert("RGB"))
-        rows = run_edgecodec(INT8, img, backend, levels, decode=True, checks=checks)
+        rows = run_edgecodec(INT8, img, backend, levels, decode=True, checks=checks, fast=fast)
         if previous is not None:
             rows += run_edgecodec(PREV, img, previous, list(range(1, previous.bundle.levels + 1)), decode=True, checks=checks)
         if fp32 is not None:  # fp32 decode is timed/verified on the first image only (it is slow and not a deployment path)

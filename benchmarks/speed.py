@@ -75,11 +75,14 @@ def main() -> None:
     auto = AutoBackend(bundle, threads=a.threads)
     codec.decode(stream, auto, bundle)  # selection (cached per host after the first run)
     backends["auto"] = auto
-    rows = {}
+    rows, fast = {}, {}
+    has_fast = "fast" in bundle.decoders
     for name, be in backends.items():
         dec = median_time(lambda be=be: codec.decode(stream, be, bundle), a.repeat)
         enc = median_time(lambda be=be: codec.encode(img, a.quality, be, bundle), max(1, a.repeat // 3))
         rows[name] = (dec, enc)
+        if has_fast and name != "torch-fp32":
+            fast[name] = median_time(lambda be=be: codec.decode(stream, be, bundle, decoder="fast"), a.repeat)
     parse = median_time(lambda: codec.parse_stream(stream, bundle), a.repeat)
     _, p = codec.parse_stream(stream, bundle)
     classical = {}
@@ -99,12 +102,14 @@ def main() -> None:
         pass
     ref = rows.get("torch-fp32", (None, None))[0]
     avif = classical.get("AVIF", (None,))[0]
-    print(f"{'backend':14s} {'decode ms':>10s} {'encode ms':>10s} {'dec vs torch fp32':>18s} {'dec vs AVIF':>12s}")
+    heads = ("decode ms", 10), ("encode ms", 10), ("dec vs torch fp32", 18), ("dec vs AVIF", 12), ("fast dec ms", 12), ("fast/full", 10)
+    print(f"{'backend':14s} " + " ".join(f"{h:>{w}s}" for h, w in heads))
     for name, (dec, enc) in rows.items():
         r1 = f"{dec / ref:.2f}x" if ref else "n/a"
         r2 = f"{dec / avif:.1f}x" if avif else "n/a"
         label = auto.chosen_label() if name == "auto" else name
-        print(f"{label:14s} {1e3 * dec:10.1f} {1e3 * enc:10.1f} {r1:>18s} {r2:>12s}")
+        f1, f2 = (f"{1e3 * fast[name]:.1f}", f"{fast[name] / dec:.2f}x") if name in fast else ("-", "-")
+        print(f"{label:14s} {1e3 * dec:10.1f} {1e3 * enc:10.1f} {r1:>18s} {r2:>12s} {f1:>12s} {f2:>10s}")
     for fmt, (t, bpp) in classical.items():
         print(f"{fmt + ' (Pillow)':14s} {1e3 * t:10.1f} {'':>10s} {'':>18s} {(t / avif if avif else 0):>11.1f}x   ({bpp:.3f} bpp)")
     print(
@@ -112,6 +117,15 @@ def main() -> None:
         f"(hyper {1e3 * p.stats['hyper_s']:.1f} ms; {p.stats['coded']} coded symbols, {p.stats['y_lanes']} lanes, "
         f"{p.stats['coded'] / p.stats['entropy_s'] / 1e6:.1f} M symbols/s)"
     )
+    if fast:
+        runtimes = {n: t for n, t in fast.items() if n not in ("auto", "numpy")}
+        best = min(runtimes, key=runtimes.get) if runtimes else min(fast, key=fast.get)
+        best_full = min(v[0] for n, v in rows.items() if n not in ("auto", "torch-fp32", "numpy"))
+        print(
+            f"fast decoder: fastest backend {best} {1e3 * fast[best]:.1f} ms (target <= 45 ms), "
+            f"{fast[best] / best_full:.2f}x the fastest full decode {1e3 * best_full:.1f} ms (target <= 0.4x); "
+            + (f"numpy {1e3 * fast['numpy']:.1f} ms (target <= 150 ms)" if "numpy" in fast else "numpy not run")
+        )
     import resource
     import subprocess
     import sys
