@@ -277,7 +277,7 @@ def backends(model: Optional[Path] = MODEL_OPTION, threads: Optional[int] = THRE
         from .runtimes.selection import AutoBackend
 
         bundle = Bundle(model)
-        what_of = {"analysis": "encode", "synthesis": "decode (full)", "fast_synthesis": "decode (fast)"}
+        what_of = {"analysis": "encode", "synthesis": "decode", "fast_synthesis": "fast decode"}
         for r in AutoBackend(bundle, threads=threads).survey():
             if not r["available"]:
                 typer.echo(f"{r['backend']:12s} {r['device']:8s} unavailable: {r['reason']}")

@@ -168,7 +168,7 @@ def test_limit_flags_reach_the_library(photo, tmp_path, monkeypatch):
 
     def fake_decode(data, backend, bundle, **kw):
         calls.append(("decode", kw))
-        return SimpleNamespace(image=fake_image, header=header)
+        return SimpleNamespace(image=fake_image, header=header, decoder=kw["decoder"], choice={})
 
     monkeypatch.setattr(codec, "encode", fake_encode)
     monkeypatch.setattr(codec, "decode", fake_decode)
@@ -181,13 +181,16 @@ def test_limit_flags_reach_the_library(photo, tmp_path, monkeypatch):
 
     assert invoke("encode", photo, "-o", tmp_path / "a.edgc") == ("encode", {})
     (tmp_path / "b.edgc").write_bytes(b"EDGC")
-    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "b.png") == ("decode", {})
-    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "c.png", "--max-pixels", 5) == ("decode", {"max_pixels": 5})
+    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "b.png") == ("decode", {"decoder": "full"})
+    assert invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "c.png", "--max-pixels", 5) == (
+        "decode",
+        {"max_pixels": 5, "decoder": "full"},
+    )
     tiling = _tiling()
     size = tiling.parse_size("1.5G")
     assert invoke("encode", photo, "-o", tmp_path / "d.edgc", "--max-memory", "1.5G") == ("encode", {"max_memory": size})
     got = invoke("decode", tmp_path / "b.edgc", "-o", tmp_path / "e.png", "--max-memory", "1.5G", "--max-pixels", 7)
-    assert got == ("decode", {"max_memory": size, "max_pixels": 7})
+    assert got == ("decode", {"max_memory": size, "max_pixels": 7, "decoder": "full"})
 
 
 def test_limit_flags_end_to_end(photo, tmp_path):

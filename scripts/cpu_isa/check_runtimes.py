@@ -6,7 +6,7 @@ On crops of kodim23.png at each quality (default 1 and 10):
   ``--min-round-equal`` of the elements (runtimes whose artifact has quantization grids of its own,
   ``--own-grids``, default tflite, are only reported against numpy: see ``--compare``);
 * synthesis: decoding the numpy reference's rounded latents gives an image (clamped to [0, 1]) at least
-  ``--min-psnr`` dB from the numpy reference's.
+  ``--min-psnr`` dB from the numpy reference's; the same for the fast synthesis when the bundle has it.
 ``--save FILE`` stores every runtime's outputs; ``--compare FILE`` (a run on another CPU) additionally
 requires every runtime's latents to round to that run's integers on ``--min-round-equal`` of the
 elements and its synthesis to be ``--min-psnr`` dB from that run's, so a runtime whose kernels depend
@@ -94,13 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         for x in xs:
             y_ref, _ = ref.analysis(x, gain)
             y_hat = np.clip(np.rint(y_ref), -127, 127).astype(np.float32)
-            refs.append((y_ref, y_hat, np.clip(ref.synthesis(y_hat, inv_gain), 0, 1)))
+            fast_ref = np.clip(ref.fast_synthesis(y_hat, inv_gain), 0, 1) if "fast" in bundle.decoders else None
+            refs.append((y_ref, y_hat, np.clip(ref.synthesis(y_hat, inv_gain), 0, 1), fast_ref))
         for name, be in backends.items():
-            ys, x_hats = [], []
-            for y_ref, y_hat, x_ref in refs:
+            ys, x_hats, fast_hats = [], [], []
+            for y_ref, y_hat, x_ref, fast_ref in refs:
                 y, _ = be.analysis(xs[len(ys)], gain)
                 ys.append((y, y_ref, y_hat))
                 x_hats.append((np.clip(be.synthesis(y_hat, inv_gain), 0, 1), x_ref))
+                if fast_ref is not None:
+                    fast_hats.append((np.clip(be.fast_synthesis(y_hat, inv_gain), 0, 1), fast_ref))
             ints = np.concatenate([np.clip(np.rint(y), -127, 127).ravel() for y, _, _ in ys])
             equal = float(np.mean(ints == np.concatenate([h.ravel() for _, _, h in ys])))
             rms = float(np.sqrt(np.mean(np.concatenate([(y - r).ravel() ** 2 for y, r, _ in ys]))))
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             held = "" if name not in own else " (own grids: not held to it)"
             line = f"q{q} {name:11s} analysis y rms {rms:.4f}, rounds equal {100 * equal:6.2f}%{held}; synthesis {db:5.1f} dB (vs numpy)"
             bad = []
+            if fast_hats:
+                db_fast = min(psnr(got, want, peak=1.0) for got, want in fast_hats)
+                line += f", fast synthesis {db_fast:5.1f} dB"
+                if db_fast < a.min_psnr:
+                    bad.append(f"fast synthesis {db_fast:.1f} dB from numpy's (min {a.min_psnr})")
             if equal < a.min_round_equal and name not in own:
                 bad.append(f"latents round equal to numpy's on {100 * equal:.2f}% (min {100 * a.min_round_equal:.1f}%)")
             if db < a.min_psnr:
