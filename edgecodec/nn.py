@@ -16,11 +16,23 @@ def im2col(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, in
     return win.transpose(1, 2, 0, 3, 4).reshape(ho * wo, c * k * k), ho, wo
 
 
+def im2col_t(x: np.ndarray, k: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """``im2col`` transposed: (C * k * k, H' * W') patches, (c, ky, kx) rows. Its copy runs along
+    output columns (contiguous in ``x`` at stride 1), not across a k-wide window as ``im2col``'s does."""
+    c = x.shape[0]
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # C, Ho, Wo, k, k
+    ho, wo = win.shape[1], win.shape[2]
+    return win.transpose(0, 3, 4, 1, 2).reshape(c * k * k, ho * wo), ho, wo
+
+
 CHUNK_BYTES = 16 << 20  # im2col patches per GEMM: bounds the numpy paths' memory at any image size
 
 
-def conv_bands(x: np.ndarray, k: int, stride: int, pad: int, itemsize: int = 4, chunk_bytes: int = CHUNK_BYTES):
-    """im2col over bands of output rows: yields (first row, end row, patches, output width).
+def conv_bands(x: np.ndarray, k: int, stride: int, pad: int, itemsize: int = 4, chunk_bytes: int = CHUNK_BYTES, transposed: bool = False):
+    """im2col over bands of output rows: yields (first row, end row, patches, output width); the
+    patches are (pixels, C * k * k), or with ``transposed`` (C * k * k, pixels) (``im2col_t``).
 
     A band's patch matrix stays under ``chunk_bytes`` (a whole-image im2col of a 12 MP photo is
     gigabytes) and only the band is zero-padded (no padded copy of the whole input); every output
@@ -35,7 +47,7 @@ def conv_bands(x: np.ndarray, k: int, stride: int, pad: int, itemsize: int = 4, 
         band = x[:, max(top, 0) : min(bottom, h)]
         if pad:
             band = np.pad(band, ((0, 0), (max(0, -top), max(0, bottom - h)), (pad, pad)))
-        cols, _, _ = im2col(band, k, stride, 0)
+        cols, _, _ = (im2col_t if transposed else im2col)(band, k, stride, 0)
         yield r0, r1, cols, wo
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,46 @@ def test_thread_count_does_not_change_the_integer_path():
         out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
         hashes.add(out.stdout.strip())
     assert len(hashes) == 1
+
+
+def test_requantization_blocks_and_bands_match_the_reference(monkeypatch):
+    """Requantization runs a block of channels at a time and the GEMM band by band of rows: with
+    tiny blocks and bands (many of each, ragged ends) every element is still the reference's."""
+    from edgecodec.entropy import intnet
+
+    rng = np.random.default_rng(3)
+    layer = quantize_conv(rng.normal(0, 1, (13, 6, 3, 3)), rng.normal(0, 1, 13), 0.02, rng.uniform(0.01, 1, 13), -40, 90)
+    x = rng.integers(-255, 256, (6, 11, 9))
+    monkeypatch.setattr(intnet, "REQUANT_BLOCK", 20)  # 2 channels of 9 pixels a block
+    monkeypatch.setattr(intnet, "CHUNK_BYTES", 1)  # one output row a band
+    assert np.array_equal(layer(x), reference_layer(layer, x))
+
+
+def reference_y_params(cfg, raw):
+    """The entropy model's per-element arithmetic, written plainly (floor division, masked copy)."""
+    m, f = cfg.y_channels, cfg.mean_steps
+    mq, s = raw[:m].astype(np.int64), raw[m:].astype(np.int64)
+    m_int = np.floor_divide(mq, f)
+    coded = s >= cfg.skip_below
+    base = np.where(coded, m_int, np.floor_divide(mq + f // 2, f))
+    return s * f + (mq - f * m_int), base, coded
+
+
+@pytest.mark.parametrize("mean_steps", [1, 3, 4, 8])
+def test_y_params_arithmetic_matches_its_definition(mean_steps):
+    """Shifts and masks for a power-of-two F, floor division otherwise: the same table/base/coded."""
+    from edgecodec.entropy.intnet import IntNet
+    from edgecodec.entropy.latents import EntropyModel, LatentConfig, build_y_tables, build_z_tables
+
+    cfg = LatentConfig(3, 2, 0.11, 8.0, 6, mean_steps, 2, 12)
+    rng = np.random.default_rng(mean_steps)
+    lo = np.r_[np.full(3, -9 * mean_steps), np.zeros(3)]
+    hi = np.r_[np.full(3, 9 * mean_steps), np.full(3, cfg.scale_levels - 1)]
+    last = quantize_conv(rng.normal(0, 1, (6, 2, 3, 3)), rng.normal(0, 1, 6), 0.5, rng.uniform(0.01, 0.1, 6), lo, hi, in_max=127)
+    em = EntropyModel(cfg, IntNet([last]), build_y_tables(cfg), build_z_tables(np.zeros(2), np.ones(2), 12))
+    z = rng.integers(-127, 128, (2, 7, 5))
+    table, base, coded = em.y_params(z, (7, 5))
+    ref = reference_y_params(cfg, last(z))
+    assert coded.any() and not coded.all()
+    for got, want in zip((table, base, coded), ref):
+        assert np.array_equal(got, want)

@@ -93,3 +93,55 @@ def test_flipped_bits_never_pass_silently():
             continue
         silent += not np.array_equal(out, values)
     assert silent == 0  # the final-state check catches every flip in coded data
+
+
+@pytest.mark.parametrize("precision", [8, 12, 16])
+def test_packed_lut_holds_freq_and_bias_exactly(precision):
+    tables = make_tables([0.02, 0.5, 3.0, 200.0], precision)  # 0.02: one symbol takes nearly every slot
+    freq, bias, _ = rans.slot_tables(tables)
+    packed = rans.Decoder(tables).lut_packed
+    assert np.array_equal(packed >> 32, freq) and np.array_equal(packed & rans.LOW32, bias)
+    assert freq.max() <= 1 << precision and bias.min() >= 0 and np.all(bias < freq)
+    with pytest.raises(ValueError):
+        rans.packed_lut(np.array([1 << 31]), np.array([0]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 2500), lanes=st.integers(1, 40), corrupt=st.booleans(), seed=st.integers(0, 2**31))
+def test_scalar_and_vector_steps_agree(n, lanes, corrupt, seed):
+    """Few lanes decode in Python ints, more in numpy: the two must agree on every stream, corrupt ones too."""
+    rng = np.random.default_rng(seed)
+    tables = make_tables([0.3, 2.0, 9.0])
+    table = rng.integers(0, 3, n)
+    values = np.rint(rng.normal(0, 3, n)).astype(np.int64)
+    data = bytearray(rans.encode(values, table, tables, lanes))
+    if corrupt and len(data) > 4 + 4 * lanes:
+        pos = int(rng.integers(4, len(data)))
+        data[pos] ^= 1 << int(rng.integers(0, 8))
+    dec = rans.Decoder(tables)
+    results = []
+    for scalar_lanes in (0, rans.MAX_LANES):
+        old, rans.SCALAR_LANES = rans.SCALAR_LANES, scalar_lanes
+        try:
+            results.append(("ok", dec.decode(bytes(data), table, lanes).tolist()))
+        except CorruptStreamError as e:
+            results.append((type(e).__name__, str(e)))
+        finally:
+            rans.SCALAR_LANES = old
+    assert results[0] == results[1]
+    if not corrupt:
+        assert results[0] == ("ok", values.tolist())
+
+
+def test_scalar_and_vector_steps_agree_across_blocks(monkeypatch):
+    rng = np.random.default_rng(5)
+    tables = make_tables([0.3, 2.0, 9.0])
+    table = rng.integers(0, 3, 3001)
+    values = np.rint(rng.normal(0, 3, table.size)).astype(np.int64)
+    monkeypatch.setattr(rans, "SCALAR_BLOCK", 97)
+    monkeypatch.setattr(rans, "BLOCK_SYMBOLS", 101)
+    for lanes in (1, 5, 13, 30):
+        data = rans.encode(values, table, tables, lanes)
+        for scalar_lanes in (0, rans.MAX_LANES):
+            monkeypatch.setattr(rans, "SCALAR_LANES", scalar_lanes)
+            assert np.array_equal(rans.decode(data, table, tables, lanes), values)

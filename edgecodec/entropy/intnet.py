@@ -27,6 +27,7 @@ from ..nn import CHUNK_BYTES, conv_bands, depth_to_space, weight_matrix
 
 EXACT_LIMIT = 1 << 53
 F32_EXACT = 1 << 24
+REQUANT_BLOCK = 1 << 15  # int64 accumulator elements requantized at a time (256 KB: in L2)
 
 
 def exact_slices(abs_w: np.ndarray, in_max: int) -> list[tuple[int, int]]:
@@ -76,7 +77,15 @@ class IntLayer:
         if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
             raise BundleError("integer layer too large for exact accumulation")
         w2d = weight_matrix(w, np.float32)
-        object.__setattr__(self, "_slices", [(a, b, w2d[a:b]) for a, b in exact_slices(np.abs(w2d.astype(np.int64)), self.in_max)])
+        slices = exact_slices(np.abs(w2d.astype(np.int64)), self.in_max)
+        # (Cout, slice) float32 operands: the GEMM yields (Cout, pixels), channel rows, no transpose copy
+        object.__setattr__(self, "_slices", [(a, b, np.ascontiguousarray(w2d[a:b].T)) for a, b in slices])
+        # (acc + bias) * mult + 2**(shift - 1) == acc * mult + (bias * mult + 2**(shift - 1)) in int64
+        # (wrapping arithmetic is modular, so the two orders agree bit for bit in any case)
+        with np.errstate(over="ignore"):
+            const = self.bias * self.mult + (np.int64(1) << (self.shift - 1))
+        object.__setattr__(self, "_const", const[:, None])
+        object.__setattr__(self, "_cols", (self.mult[:, None], self.shift[:, None], self.lo[:, None], self.hi[:, None]))
 
     def bands(self, x: np.ndarray):
         """The layer's output band by band of output rows (``nn.conv_bands``), before depth-to-space:
@@ -86,20 +95,31 @@ class IntLayer:
         if x.size and np.abs(x).max() > self.in_max:
             raise ValueError("integer layer input exceeds its declared range")
         cout, cin, k, _ = self.weight.shape
-        sh = self.shift[:, None, None]
-        rnd = np.int64(1) << (sh - 1)
-        # bands sized by the int64 accumulator too (two of them alive: the GEMM's and its transpose)
-        chunk = CHUNK_BYTES * cin * k * k * 4 // max(cin * k * k * 4, 2 * cout * 8)
-        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2, chunk_bytes=chunk):
-            acc = np.zeros((cols.shape[0], cout), dtype=np.int64)
-            for a, b, w_slice in self._slices:
-                acc += (cols[:, a:b] @ w_slice).astype(np.int64)
-            acc = acc.T.reshape(-1, r1 - r0, wo) + self.bias[:, None, None]
-            np.multiply(acc, self.mult[:, None, None], out=acc)  # requantize in place: (acc * mult + 2**(sh-1)) >> sh
-            acc += rnd
-            acc >>= sh
-            np.clip(acc, self.lo[:, None, None], self.hi[:, None, None], out=acc)
-            yield r0, r1, acc.astype(self.out_dtype)
+        mult, sh, lo, hi = self._cols
+        const, slices, dt = self._const, self._slices, self.out_dtype
+        kk = cin * k * k
+        # bands sized by the float32 products too (one (Cout, pixels) per slice)
+        chunk = CHUNK_BYTES * kk * 4 // max(kk * 4, len(slices) * cout * 4)
+        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2, chunk_bytes=chunk, transposed=True):
+            n = cols.shape[1]
+            prods = [w_t @ cols[a:b] for a, b, w_t in slices]  # exact integers (see exact_slices)
+            out = np.empty((cout, n), dt)
+            # requantize a block of channels at a time: its int64 temporaries stay in cache
+            step = max(1, REQUANT_BLOCK // max(1, n))
+            acc = np.empty((min(step, cout), n), np.int64)
+            for c0 in range(0, cout, step):
+                c1 = min(cout, c0 + step)
+                a = acc[: c1 - c0]
+                np.copyto(a, prods[0][c0:c1], casting="unsafe")
+                for p in prods[1:]:
+                    a += p[c0:c1].astype(np.int64)
+                a *= mult[c0:c1]
+                a += const[c0:c1]
+                a >>= sh[c0:c1]
+                np.maximum(a, lo[c0:c1], out=a)
+                np.minimum(a, hi[c0:c1], out=a)
+                out[c0:c1] = a
+            yield r0, r1, out.reshape(cout, r1 - r0, wo)
 
     def output_hw(self, h: int, w: int) -> tuple[int, int]:
         """Output rows and columns (before depth-to-space) for an (h, w) input."""

@@ -121,19 +121,26 @@ class EntropyModel:
         dt = last.out_dtype
         table, base, coded = np.empty((m, *y_shape), dt), np.empty((m, *y_shape), dt), np.empty((m, *y_shape), bool)
         f = dt.type(cfg.mean_steps)
+        log_f = cfg.mean_steps.bit_length() - 1
+        pow2 = cfg.mean_steps == 1 << log_f
         for r0, r1, raw in last.bands(h):
             mq, s = raw[:m], raw[m:]
-            m_int = np.floor_divide(mq, f)
-            t = table[:, r0:r1]
-            np.multiply(m_int, f, out=t)
-            np.subtract(mq, t, out=t)  # the mean's fraction in 1/F steps
-            t += s * f
-            c = coded[:, r0:r1]
-            np.greater_equal(s, cfg.skip_below, out=c)
-            inferred = mq + f // 2
-            np.floor_divide(inferred, f, out=inferred)
-            np.copyto(m_int, inferred, where=~c)
-            base[:, r0:r1] = m_int
+            t, b, c = table[:, r0:r1], base[:, r0:r1], coded[:, r0:r1]
+            skipped = s < cfg.skip_below
+            np.logical_not(skipped, out=c)
+            # base = floor((mq + F/2 * skipped) / F): the mean's integer part where coded, the inferred
+            # (rounded) value where skipped; arithmetic, not a masked copy (numpy's where= is slow)
+            np.multiply(skipped, f // 2, out=b, casting="unsafe")
+            b += mq
+            # table = s*F + (mq - F*floor(mq / F)): the scale's row plus the mean's fraction in 1/F steps
+            if pow2:  # F = 2**log_f: floor division is an arithmetic shift, the remainder a mask
+                b >>= log_f
+                np.left_shift(s, log_f, out=t)
+                t |= mq & (f - 1)
+            else:
+                np.floor_divide(b, f, out=b)
+                np.remainder(mq, f, out=t)
+                t += s * f
         return table, base, coded
 
     def _z_table(self, shape: tuple[int, ...]) -> np.ndarray:

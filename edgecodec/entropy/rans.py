@@ -15,6 +15,8 @@ The bypass bytes hold escaped values, in symbol order, as zigzag LEB128.
 
 from __future__ import annotations
 
+from itertools import cycle
+
 import numpy as np
 
 from ..errors import CorruptStreamError, DesyncError
@@ -125,31 +127,26 @@ def encode(values: np.ndarray, table: np.ndarray, tables: CdfTables, lanes: int)
     return head + words.astype("<u2").tobytes() + _zigzag_leb128(esc_values)
 
 
+SCALAR_LANES = 12  # at most this many lanes, Python ints per symbol beat numpy's per-step calls (measured)
+SCALAR_BLOCK = 1 << 16  # symbols per block on the scalar path (its Python lists stay small)
+LOW32 = (1 << 32) - 1
+
+
 class Decoder:
-    """Decodes streams for one table set; builds its slot lookup once and reuses it."""
+    """Decodes streams for one table set; builds its slot lookup once and reuses it.
+
+    The lookup is one int64 per slot (``(freq << 32) | bias``, ``packed_lut``): a step gathers once
+    per lane instead of twice, from half the memory. Both fields are below 2**17 (precision <= 16),
+    so the packing is lossless.
+    """
 
     def __init__(self, tables: CdfTables):
         self.tables = tables
-        p = tables.precision
-        freq_rows, bias_rows, sym_rows = [], [], []
-        slots = np.arange(1 << p, dtype=np.int64)
-        for t in range(tables.count):
-            c = tables.cdf[t, : tables.length[t] + 2].astype(np.int64)
-            f = np.diff(c)
-            s = np.repeat(np.arange(f.size, dtype=np.int64), f)
-            freq_rows.append(f[s])
-            bias_rows.append(slots - c[s])  # x' = freq * (x >> p) + (slot - start)
-            sym_rows.append(s)
-        empty = np.zeros(0, np.int64)
-        # int64 throughout the per-step loop: numpy's fast path is same-dtype ufuncs over arrays
-        # (a scalar operand or a mixed dtype costs it 2-3x the instructions at Kodak's ~100 lanes)
-        self.lut_freq = np.concatenate(freq_rows) if freq_rows else empty
-        self.lut_bias = np.concatenate(bias_rows) if bias_rows else empty
-        self.lut_sym = np.concatenate(sym_rows) if sym_rows else empty
+        lut_freq, lut_bias, self.lut_sym = slot_tables(tables)
+        self.lut_packed = packed_lut(lut_freq, lut_bias)
 
     def decode(self, payload: bytes, table: np.ndarray, lanes: int) -> np.ndarray:
         tables = self.tables
-        p = tables.precision
         table = np.ascontiguousarray(table).ravel()
         n = table.size
         k = int(lanes)
@@ -167,52 +164,22 @@ class Decoder:
         x = np.frombuffer(buf[4 : 4 + 4 * k], dtype="<u4").astype(np.int64)
         words = np.frombuffer(buf[4 + 4 * k : end_words], dtype="<u2").astype(np.int64)
         if np.any(x < STATE_LOW):
-            raise DesyncError("entropy coder state out of range at start; the file is corrupt")
+            raise DesyncError("entropy decoder state out of range at start; the file is corrupt")
         steps = -(-n // k)
-        # every operand a lane-sized array: same-dtype array ufuncs are numpy's cheapest call
-        mask, prec = np.full(k, (1 << p) - 1, np.int64), np.full(k, p, np.int64)
-        low_bound, word_bits = np.full(k, STATE_LOW, np.int64), np.full(k, WORD_BITS, np.int64)
-        need = np.empty(k, dtype=bool)
-        lut_freq, lut_bias = self.lut_freq, self.lut_bias
-        band, add, mul, shr, shl, less = np.bitwise_and, np.add, np.multiply, np.right_shift, np.left_shift, np.less
-        pos = 0
-        last = n - (steps - 1) * k  # lanes in use at the last step
-        partial = steps - 1 if last < k else -1
         values = np.empty(n, np.int64)
         escapes = []
-        x_all = x
-        block = max(1, BLOCK_SYMBOLS // k)  # steps per block: the per-symbol int64 rows of one block at a time
+        scalar = k <= SCALAR_LANES
+        run = _ScalarSteps(self, x, words) if scalar else _VectorSteps(self, x, words)
+        block = max(1, (SCALAR_BLOCK if scalar else BLOCK_SYMBOLS) // k)  # steps per block
         for b0 in range(0, steps, block):
             b1 = min(steps, b0 + block)
             first, end = b0 * k, min(b1 * k, n)
             tb = table[first:end]
-            # per-symbol LUT row offsets, padded to whole steps so every step works on full-lane rows
-            base = np.zeros((b1 - b0) * k, dtype=np.int64)
-            np.left_shift(tb, p, out=base[: end - first], dtype=np.int64)
-            slot_of = np.empty((b1 - b0) * k, dtype=np.int64)  # LUT index per symbol; looked up once per block
-            for t, (idx, row) in enumerate(zip(slot_of.reshape(-1, k), base.reshape(-1, k)), start=b0):
-                if t == partial:  # only the first lanes decode at a partial last step
-                    x = x[:last]
-                    mask, prec, low_bound, need = mask[:last], prec[:last], low_bound[:last], need[:last]
-                    idx, row = idx[:last], row[:last]
-                band(x, mask, out=idx)
-                add(idx, row, out=idx)
-                shr(x, prec, out=x)
-                mul(x, lut_freq[idx], out=x)
-                add(x, lut_bias[idx], out=x)
-                less(x, low_bound, out=need)
-                j = need.nonzero()[0]
-                if j.size:
-                    nxt = pos + j.size
-                    if nxt > n_words:
-                        raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
-                    x[j] = shl(x[j], word_bits[: j.size]) | words[pos:nxt]
-                    pos = nxt
+            slot_of = run.block(tb, b1 - b0)  # the LUT index of every symbol of the block
             sym = self.lut_sym[slot_of[: end - first]]
             escapes.append(np.flatnonzero(sym == tables.length[tb]) + first)
             np.add(sym, tables.offset[tb], out=values[first:end])
-        x = x_all
-        if pos != n_words or np.any(x != STATE_LOW):
+        if run.pos != n_words or np.any(run.state() != STATE_LOW):
             raise DesyncError("entropy decoder desynchronized (final state mismatch); the file is corrupt")
         esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
         n_esc = int(esc.size)
@@ -220,6 +187,128 @@ class Decoder:
         if n_esc == 0 and end_words != len(buf):
             raise CorruptStreamError("entropy-coded data has trailing bytes; the file is corrupt")
         return values
+
+
+def slot_tables(tables: CdfTables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot (``table << precision | slot``): the symbol's frequency, the bias ``slot - start``
+    (so that ``x' = freq * (x >> p) + bias``) and the symbol, int64."""
+    p = tables.precision
+    freq_rows, bias_rows, sym_rows = [], [], []
+    slots = np.arange(1 << p, dtype=np.int64)
+    for t in range(tables.count):
+        c = tables.cdf[t, : tables.length[t] + 2].astype(np.int64)
+        f = np.diff(c)
+        s = np.repeat(np.arange(f.size, dtype=np.int64), f)
+        freq_rows.append(f[s])
+        bias_rows.append(slots - c[s])
+        sym_rows.append(s)
+    empty = np.zeros(0, np.int64)
+    return tuple(np.concatenate(r) if r else empty for r in (freq_rows, bias_rows, sym_rows))
+
+
+def packed_lut(freq: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``(freq << 32) | bias`` in int64: lossless while both are in ``[0, 2**31)`` (checked)."""
+    if freq.size and (freq.min() < 0 or bias.min() < 0 or max(int(freq.max()), int(bias.max())) > LOW32 >> 1):
+        raise ValueError("slot table fields out of range for packing")
+    return (freq << 32) | bias
+
+
+class _VectorSteps:
+    """A coder step is a few same-dtype numpy calls over all lanes (int64 throughout: numpy's
+    cheapest call is an array ufunc with positional ``out``; a scalar operand, a keyword ``out`` or a
+    mixed dtype costs it more at Kodak's tens of lanes)."""
+
+    def __init__(self, dec: Decoder, x: np.ndarray, words: np.ndarray):
+        k = x.size
+        self.p = dec.tables.precision
+        self.lut = dec.lut_packed
+        self.x, self.words, self.word_list, self.pos, self.n_words = x, words, memoryview(words), 0, words.size
+        self.mask, self.prec = np.full(k, (1 << self.p) - 1, np.int64), np.full(k, self.p, np.int64)
+        self.low_bound, self.word_bits = np.full(k, STATE_LOW, np.int64), np.full(k, WORD_BITS, np.int64)
+        self.s32, self.m32 = np.full(k, 32, np.int64), np.full(k, LOW32, np.int64)
+        self.need, self.tmp = np.empty(k, dtype=bool), np.empty(k, np.int64)
+
+    def state(self) -> np.ndarray:
+        return self.x
+
+    def block(self, tb: np.ndarray, n_steps: int) -> np.ndarray:
+        k = self.x.size
+        # per-symbol LUT row offsets, padded to whole steps so every step works on full-lane rows
+        base = np.zeros(n_steps * k, dtype=np.int64)
+        np.left_shift(tb, self.p, out=base[: tb.size], dtype=np.int64)
+        slot_of = np.empty(n_steps * k, dtype=np.int64)
+        idx, row = slot_of.reshape(-1, k), base.reshape(-1, k)
+        last = tb.size - (n_steps - 1) * k  # lanes in use at the block's last step
+        full = n_steps if last == k else n_steps - 1
+        self._steps(idx[:full], row[:full], k)
+        if full < n_steps:  # only the first lanes decode at a partial last step
+            self._steps(idx[full:, :last], row[full:, :last], last)
+        return slot_of
+
+    def _steps(self, idx_rows: np.ndarray, base_rows: np.ndarray, k: int) -> None:
+        x, mask, prec, low_bound, s32, m32, need, tmp = (
+            a[:k] for a in (self.x, self.mask, self.prec, self.low_bound, self.s32, self.m32, self.need, self.tmp)
+        )
+        lut, words, wl, word_bits, pos, n_words = self.lut, self.words, self.word_list, self.word_bits, self.pos, self.n_words
+        band, add, mul, shr, shl, less = np.bitwise_and, np.add, np.multiply, np.right_shift, np.left_shift, np.less
+        for idx, row in zip(idx_rows, base_rows):
+            band(x, mask, idx)
+            add(idx, row, idx)  # LUT index: table << p | slot
+            shr(x, prec, x)
+            e = lut[idx]
+            shr(e, s32, tmp)
+            mul(x, tmp, x)  # freq * (x >> p)
+            band(e, m32, tmp)
+            add(x, tmp, x)  # + bias
+            less(x, low_bound, need)
+            j = need.nonzero()[0]
+            if j.size:
+                nxt = pos + j.size
+                if nxt > n_words:
+                    raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt")
+                if j.size <= 6:  # a few lanes: Python ints beat five fancy-indexing numpy calls
+                    for i in j.tolist():
+                        x[i] = (int(x[i]) << WORD_BITS) | wl[pos]
+                        pos += 1
+                else:
+                    x[j] = shl(x[j], word_bits[: j.size]) | words[pos:nxt]
+                    pos = nxt
+        self.pos = pos
+
+
+class _ScalarSteps:
+    """Few lanes: one symbol at a time in Python ints (the same arithmetic, the same words read in
+    the same order), which beats a dozen numpy calls per step of a handful of lanes."""
+
+    def __init__(self, dec: Decoder, x: np.ndarray, words: np.ndarray):
+        self.p = dec.tables.precision
+        self.lut = memoryview(dec.lut_packed)
+        self.xs, self.words, self.pos = x.tolist(), memoryview(words), 0
+
+    def state(self) -> np.ndarray:
+        return np.array(self.xs, dtype=np.int64)
+
+    def block(self, tb: np.ndarray, n_steps: int) -> np.ndarray:
+        p, lut, words, xs, pos = self.p, self.lut, self.words, self.xs, self.pos
+        mask, low, low32, bits = (1 << p) - 1, STATE_LOW, LOW32, WORD_BITS
+        slots: list[int] = []
+        append = slots.append
+        try:
+            # symbol i is lane i % K's: the lanes in turn, a partial last step simply ends early
+            for row, lane in zip(np.left_shift(tb, p, dtype=np.int64).tolist(), cycle(range(len(xs)))):
+                x = xs[lane]
+                j = (x & mask) + row
+                e = lut[j]
+                x = (e >> 32) * (x >> p) + (e & low32)
+                if x < low:
+                    x = (x << bits) | words[pos]
+                    pos += 1
+                xs[lane] = x
+                append(j)
+        except IndexError:
+            raise DesyncError("entropy decoder ran out of data; the file is truncated or corrupt") from None
+        self.pos = pos
+        return np.array(slots, dtype=np.int64)
 
 
 def decode(payload: bytes, table: np.ndarray, tables: CdfTables, lanes: int) -> np.ndarray:
