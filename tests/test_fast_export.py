@@ -66,6 +66,7 @@ def test_int8_runtimes_and_numpy_run_the_grids_qat_trains_through(exported):
         fl = model(torch.from_numpy(y * g)).clamp(0, 1).numpy()
     ort = OnnxRuntimeBackend(bundle).fast_synthesis(y, g)
     npy = NumpyBackend(bundle).fast_synthesis(y, g)  # unclamped and unrounded, like its full synthesis
+
     def levels(x):
         return np.rint(np.clip(x, 0, 1) * 255)
 
