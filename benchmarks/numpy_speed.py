@@ -16,27 +16,20 @@ decode: in 8-bit pixels); then a per-layer breakdown of both paths. BLAS threads
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 if __package__:
-    from .kodak import default_kodak
+    from .kodak import default_kodak, timed_runs
 else:  # run as a script: benchmarks/ is sys.path[0]
-    from kodak import default_kodak
+    from kodak import default_kodak, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def best(fn, repeat: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+    return min(timed_runs(fn, repeat))
 
 
 def per_layer(net, x, scale, repeat: int) -> tuple[list[float], list[float]]:

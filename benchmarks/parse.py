@@ -20,25 +20,18 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__:
-    from .kodak import default_kodak
+    from .kodak import default_kodak, timed_runs
 else:  # run as a script: benchmarks/ is sys.path[0]
-    from kodak import default_kodak
+    from kodak import default_kodak, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * min(ts)
+    return 1e3 * min(timed_runs(fn, repeat))
 
 
 ENCODE = """

@@ -19,21 +19,15 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
-    from .kodak import default_kodak
+    from .kodak import default_kodak, timed_runs
 else:  # run as a script: benchmarks/ is sys.path[0]
-    from kodak import default_kodak
+    from kodak import default_kodak, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return statistics.median(timed_runs(fn, repeat))
 
 
 def main() -> None:

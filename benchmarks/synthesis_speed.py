@@ -9,19 +9,17 @@ Laplacian integer latents of a 768x512 image at the middle quality (the parse is
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
+if __package__:
+    from .kodak import timed_runs
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from kodak import timed_runs
+
 
 def best_ms(fn, repeat: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * min(ts)
+    return 1e3 * min(timed_runs(fn, repeat))
 
 
 def main() -> None:
