@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .container import QUALITY_STEPS
 from .entropy.cdf import CdfTables
 from .entropy.intnet import IntNet
 from .entropy.latents import EntropyModel, LatentConfig
@@ -25,6 +26,16 @@ MANIFEST = "manifest.json"
 ENCODER_FILE = "encoder.npz"
 FAST_FILE = "fast.npz"  # the fast synthesis for the numpy backend (``export.fast_target``)
 BUNDLE_VERSION = 1
+
+
+def quality_steps(quality: float, levels: int) -> int:
+    """``quality`` (1..levels, a multiple of 1/16) in 1/16 steps; ValueError otherwise."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.integer, np.floating)):
+        raise ValueError(f"quality must be a number, got {quality!r}")
+    q16 = float(quality) * QUALITY_STEPS
+    if not (q16 == round(q16) and QUALITY_STEPS <= q16 <= QUALITY_STEPS * levels):
+        raise ValueError(f"quality must be 1..{levels} in steps of 1/{QUALITY_STEPS}, got {quality!r}")
+    return int(round(q16))
 
 
 def sha256_file(path: Path) -> str:
@@ -97,16 +108,29 @@ class Bundle:
         with np.load(self.path / "transforms.npz") as a:
             return {k: a[k] for k in ("gain", "inv_gain")}
 
-    def gains(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
-        """(gain, inverse gain) for quality 1..levels, each shaped (1, M, 1, 1) float32."""
-        if not 1 <= quality <= self.levels:
-            raise ValueError(f"quality must be 1..{self.levels}")
+    def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, inverse gain) for quality 1..levels in steps of 1/16, each shaped (1, M, 1, 1) float32.
+
+        A trained level returns its stored vectors. Between levels l and l+1 the vectors interpolate
+        geometrically, ``g_l * (g_(l+1) / g_l) ** (k / 16)``, computed as four square roots and ``k``
+        products in float64: IEEE-754 rounds each of those exactly, so every device gets the same bits
+        (``exp``/``pow`` may differ in the last bit between math libraries)."""
+        q16 = quality_steps(quality, self.levels)
+        level, k = divmod(q16 - QUALITY_STEPS, QUALITY_STEPS)
         t = self._gain_table
         m = self.latent.y_channels
-        return (
-            t["gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
-            t["inv_gain"][quality - 1].reshape(1, m, 1, 1).astype(np.float32),
-        )
+        out = []
+        for name in ("gain", "inv_gain"):
+            a = t[name][level]
+            if k:
+                a64, r = np.asarray(a, np.float64), np.asarray(t[name][level + 1], np.float64) / np.asarray(a, np.float64)
+                for _ in range(4):
+                    r = np.sqrt(r)
+                for _ in range(k):
+                    a64 = a64 * r
+                a = a64
+            out.append(np.asarray(a).reshape(1, m, 1, 1).astype(np.float32))
+        return out[0], out[1]
 
     @cached_property
     def _rd_weights(self) -> np.ndarray | None:
@@ -118,11 +142,15 @@ class Bundle:
             raise BundleError(f"bundle {self.path} has invalid encoder weights (shape {w.shape})")
         return w
 
-    def rd_weight(self, quality: int) -> np.ndarray | None:
+    def rd_weight(self, quality: float) -> np.ndarray | None:
         """Per-channel rate-distortion weights for the encoder's rounding at ``quality`` (None: the bundle
-        has none, so the encoder rounds to nearest). Encoder-only: not part of the model digest."""
+        has none, so the encoder rounds to nearest), linear between levels. Encoder-only: not part of
+        the model digest."""
         w = self._rd_weights
-        return None if w is None else w[quality - 1]
+        if w is None:
+            return None
+        level, k = divmod(quality_steps(quality, self.levels) - QUALITY_STEPS, QUALITY_STEPS)
+        return w[level] if not k else w[level] + (w[level + 1] - w[level]) * (k / QUALITY_STEPS)
 
     @property
     def decoders(self) -> tuple[str, ...]:

@@ -97,8 +97,17 @@ def _progress(items, label: str):
 def encode(
     src: Path = typer.Argument(..., help="image file or directory of images"),
     output: Path = typer.Option(..., "-o", "--output", help="output .edgc file (or directory)"),
-    quality: Optional[int] = typer.Option(
-        None, "-q", "--quality", help="1 (smallest) .. N (best), N = the model's level count; default N/2"
+    quality: Optional[float] = typer.Option(
+        None, "-q", "--quality", help="1 (smallest) .. N (best) in steps of 1/16, N = the model's level count; default N/2"
+    ),
+    target_psnr: Optional[float] = typer.Option(None, "--target-psnr", metavar="DB", help="fewest bytes with at least this RGB PSNR"),
+    target_ms_ssim: Optional[float] = typer.Option(None, "--target-ms-ssim", metavar="V", help="fewest bytes with at least this MS-SSIM"),
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", metavar="N", help="best quality within N bytes per file"),
+    max_error: Optional[int] = typer.Option(
+        None, "--max-error", metavar="N", help="every pixel of every channel within N levels of the original (0: lossless)"
+    ),
+    error_map: Optional[Path] = typer.Option(
+        None, "--error-map", metavar="PNG", help="also write a heat map of the per-pixel error (file; or a folder in directory mode)"
     ),
     backend: str = BACKEND_OPTION,
     model: Optional[Path] = MODEL_OPTION,
@@ -106,28 +115,65 @@ def encode(
     threads: Optional[int] = THREADS_OPTION,
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
 ) -> None:
-    """Compress images to .edgc files; prints size, bpp and the measured PSNR of what the decoder will show."""
+    """Compress images to .edgc files; prints size, bpp and what it measured of the reconstruction the
+    decoder will show (also stored in the file: see `edgecodec info`)."""
     try:
-        from .io import IMAGE_SUFFIXES, atomic_write, check_writable, read_image
+        from . import metrics
+        from .io import IMAGE_SUFFIXES, atomic_write, check_writable, encode_image, read_image
 
         memory = _memory(max_memory)
         pairs = _pairs(src, output, IMAGE_SUFFIXES, ".edgc")
+        maps = {}
+        map_dir = error_map is not None and (len(pairs) > 1 or src.is_dir() or error_map.is_dir())
         for _, dst in pairs:
             check_writable(dst, force)
+            if error_map is not None:
+                maps[dst] = error_map / dst.relative_to(output).with_suffix(".err.png") if map_dir else error_map
+                check_writable(maps[dst], force)
+        targets = {"target_psnr": target_psnr, "target_ms_ssim": target_ms_ssim, "max_bytes": max_bytes, "max_error": max_error}
+        targets = {k: v for k, v in targets.items() if v is not None}
+        if len(targets) > 1:
+            raise InputError("give at most one of --target-psnr, --target-ms-ssim, --max-bytes and --max-error")
+        if targets and quality is not None:
+            raise InputError("--quality and a target exclude each other: give one")
+        if map_dir:
+            for p in maps.values():
+                p.parent.mkdir(parents=True, exist_ok=True)
         bundle, be = _load(model, backend, threads)
-        quality = quality if quality is not None else (bundle.levels + 1) // 2
-        if not 1 <= quality <= bundle.levels:
-            raise InputError(f"quality must be 1..{bundle.levels} for this model, got {quality}")
+        if not targets:
+            quality = quality if quality is not None else (bundle.levels + 1) // 2
         for s, dst in _progress(pairs, "encoding"):
             t = time.perf_counter()
-            res = codec.encode(read_image(s), quality, be, bundle, **memory)
+            img = read_image(s)
+            res = codec.encode(img, quality, be, bundle, **memory, **targets)
             atomic_write(dst, res.data, force)
+            m = res.metrics
+            how = _how(res)
             typer.echo(
-                f"{s.name} -> {dst}: {len(res.data)} bytes, {res.bpp:.3f} bpp, PSNR {res.psnr:.2f} dB, "
-                f"{time.perf_counter() - t:.2f} s on {_label(be)}"
+                f"{s.name} -> {dst}: {len(res.data)} bytes, {res.bpp:.3f} bpp, {how}PSNR {m.psnr:.2f} dB, MS-SSIM {m.ms_ssim:.4f}, "
+                f"max error {m.max_error}, {time.perf_counter() - t:.2f} s on {_label(be)}"
             )
+            if dst in maps:
+                emap = metrics.error_map(codec.coded_view(img), codec.coded_view(res.reconstruction))
+                atomic_write(maps[dst], encode_image(emap, ".png"), force)
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
+
+
+def _how(res) -> str:
+    """'quality 4.5625 (5 trials), ' etc.: the setting an encode used and how it was found."""
+    if res.max_error is not None:
+        bound = "lossless" if res.max_error == 0 else f"every pixel within {res.max_error}"
+        return f"{bound} (base quality {res.quality:g} of {len(res.trials)} tried), "
+    if res.trials:
+        return f"quality {res.quality:g} ({len(res.trials)} trials), "
+    return f"quality {res.quality:g}, "
+
+
+def _stored(m) -> str:
+    """A file's stored metrics in one line."""
+    made = f"{m.backend}:{m.device}, {m.decoder} decoder"
+    return f"PSNR {m.psnr:.2f} dB, MS-SSIM {m.ms_ssim:.4f}, max error {m.max_error}, 99.9% of values within {m.p999_error} ({made})"
 
 
 @app.command()
@@ -188,6 +234,12 @@ def decode(
             typer.echo(
                 f"{s.name} -> {dst}: {h.width}x{h.height}, {time.perf_counter() - t:.2f} s on {_label(be)}, {res.decoder} decoder{why}"
             )
+            if res.metrics is not None:
+                m = res.metrics
+                note = ""
+                if h.max_error is None and (m.decoder != res.decoder or m.backend != be.name):
+                    note = "; this decode may differ by a few levels" if m.decoder == res.decoder else "; this decoder's output differs"
+                typer.echo(f"  encoder measured: {_stored(m)}{note}")
     except (Exception, KeyboardInterrupt) as e:
         _fail(e)
 
@@ -202,8 +254,14 @@ def info(file: Path = typer.Argument(..., help=".edgc file")) -> None:
             raise InputError(f"{file}: no such file")
         data = file.read_bytes()
         h, subs = container.unpack(data)
-        typer.echo(f"{file}: edgecodec v{container.VERSION}, {len(data)} bytes, {8 * len(data) / (h.width * h.height):.3f} bpp")
-        typer.echo(f"  image {h.width}x{h.height}, {h.channels} channel(s), {h.bit_depth}-bit, quality {h.quality}")
+        typer.echo(f"{file}: edgecodec v{h.version}, {len(data)} bytes, {8 * len(data) / (h.width * h.height):.3f} bpp")
+        typer.echo(f"  image {h.width}x{h.height}, {h.channels} channel(s), {h.bit_depth}-bit, quality {h.quality:g}")
+        if h.max_error is not None:
+            typer.echo("  residual layer: lossless" if h.max_error == 0 else f"  residual layer: every pixel within {h.max_error} levels")
+        if h.metrics is not None:
+            typer.echo(f"  measured by the encoder: {_stored(h.metrics)}")
+        else:
+            typer.echo("  no measured quality stored (a version 1 file)")
         typer.echo(f"  model {h.model_digest.hex()}, coder precision {h.precision} bits")
         limit = codec.max_pixels() if hasattr(codec, "max_pixels") else None  # the decoder's limit, once codec has one
         if limit is not None and h.width * h.height > limit:

@@ -164,11 +164,12 @@ def test_limit_flags_reach_the_library(photo, tmp_path, monkeypatch):
 
     def fake_encode(image, quality, backend, bundle, **kw):
         calls.append(("encode", kw))
-        return SimpleNamespace(data=b"EDGC", bpp=1.0, psnr=30.0)
+        m = SimpleNamespace(psnr=30.0, ms_ssim=0.9, max_error=9)
+        return SimpleNamespace(data=b"EDGC", bpp=1.0, psnr=30.0, metrics=m, quality=quality, trials=[], max_error=None)
 
     def fake_decode(data, backend, bundle, **kw):
         calls.append(("decode", kw))
-        return SimpleNamespace(image=fake_image, header=header, decoder=kw["decoder"], choice={})
+        return SimpleNamespace(image=fake_image, header=header, decoder=kw["decoder"], choice={}, metrics=None)
 
     monkeypatch.setattr(codec, "encode", fake_encode)
     monkeypatch.setattr(codec, "decode", fake_decode)

@@ -38,7 +38,7 @@ def test_psnr_reported_is_measured(tiny_backend):
     assert enc.psnr == pytest.approx(codec.psnr(enc.reconstruction, img))
 
 
-@pytest.mark.parametrize("q", [0, 4, 2.0, "3"])
+@pytest.mark.parametrize("q", [0, 4, 2.03, "3", 0.9375])
 def test_quality_outside_the_model_levels_is_an_input_error(q, tiny_backend):
     with pytest.raises(InputError):
         codec.encode(synthetic_image(8, 8), q, tiny_backend)
