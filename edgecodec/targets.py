@@ -54,14 +54,22 @@ def find(value, lo: int, hi: int, goal: float, tolerance: float, upward: bool, s
         right = min((j for j in good), default=hi + 1) if upward else min((j for j in bad), default=hi + 1)
         if right - left <= 1:
             return best, seen
-        near = sorted(seen, key=lambda j: abs(seen[j] - aim))[:2]
-        if len(near) == 2 and seen[near[0]] != seen[near[1]] and math.isfinite(seen[near[0]] - seen[near[1]]):
-            a, b = near
-            s = (seen[b] - seen[a]) / (b - a)
-            s = s if s > 0 else slope
-        else:
-            a, s = near[0], slope
-        nxt = int(round(a + (aim - seen[a]) / s)) if math.isfinite(seen[a]) else a - 1
+        order = list(seen)
+        if left >= lo and right <= hi:  # bracketed: regula falsi, bisection after two trials on one side
+            vl, vr = seen[left], seen[right]
+            same_side = len(order) >= 2 and ok(seen[order[-1]]) == ok(seen[order[-2]])
+            if same_side or not (math.isfinite(vl) and math.isfinite(vr)) or vr <= vl:
+                nxt = (left + right) // 2
+            else:
+                nxt = int(round(left + (aim - vl) / (vr - vl) * (right - left)))
+        else:  # one side known: a secant of the last two trials when its slope is plausible, else the prior
+            a = order[-1]
+            s = slope
+            if len(order) >= 2:
+                b = order[-2]
+                est = (seen[a] - seen[b]) / (a - b)
+                s = est if slope / 4 <= est <= slope * 4 else slope
+            nxt = int(round(a + (aim - seen[a]) / s)) if math.isfinite(seen[a]) else a - 1
         nxt = min(max(nxt, left + 1), right - 1)
         if nxt in seen:  # interpolation stalled on a tried index: move one step into the bracket
             nxt = nxt + 1 if nxt + 1 < right and (nxt + 1) not in seen else nxt - 1

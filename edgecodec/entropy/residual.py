@@ -252,10 +252,13 @@ def _check(img: np.ndarray) -> np.ndarray:
 
 
 def _read_params(raw: bytes, chans: int):
+    d = zlib.decompressobj()
     try:
-        data = zlib.decompressobj().decompress(raw, 1 << 16)
+        data = d.decompress(raw, 1 << 16)  # bounded: the parameters are < 2 KB
     except zlib.error:
         raise CorruptStreamError("residual parameters are not valid zlib data; the file is corrupt") from None
+    if not d.eof or d.unconsumed_tail or d.unused_data:
+        raise CorruptStreamError("residual parameters are truncated or oversized; the file is corrupt")
     try:
         fmt, c, a, nb = struct.unpack_from("<BBBB", data, 0)
         if fmt != FORMAT or c != chans or a != A_BUCKETS or nb != (NB_BUCKETS if chans > 1 else 1):
