@@ -273,6 +273,46 @@ def info(file: Path = typer.Argument(..., help=".edgc file")) -> None:
 
 
 @app.command()
+def compare(
+    images: list[Path] = typer.Argument(..., metavar="ORIGINAL DECODED", help="the original image and a decoded image or .edgc file"),
+    error_map: Optional[Path] = typer.Option(
+        None, "--map", metavar="PNG", help="also write a heat map of each pixel's largest channel error"
+    ),
+    threshold: int = typer.Option(8, "--threshold", metavar="T", help="count the pixels with some channel off by more than T levels"),
+    scale: Optional[int] = typer.Option(None, "--scale", metavar="S", help="the error shown white in the map (default: the largest error)"),
+    backend: str = BACKEND_OPTION,
+    model: Optional[Path] = MODEL_OPTION,
+    decoder: str = typer.Option("auto", "--decoder", help="for an .edgc DECODED: full, fast or auto (as `decode`)"),
+    force: bool = FORCE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+) -> None:
+    """Measure a decoded image (or .edgc file) against its original: PSNR, MS-SSIM, max and 99.9% error,
+    pixels over a threshold; optionally write an error heat map."""
+    try:
+        from . import compare as cmp
+        from .io import atomic_write, check_writable, encode_image, output_suffix
+
+        if len(images) != 2:
+            raise InputError(f"give two files, ORIGINAL and DECODED (got {len(images)})")
+        if scale is not None and scale < 1:
+            raise InputError(f"--scale must be >= 1 level, got {scale}")
+        if decoder not in codec.DECODERS:
+            raise InputError(f"--decoder must be one of {', '.join(codec.DECODERS)}, got {decoder!r}")
+        suffix = None
+        if error_map is not None:
+            check_writable(error_map, force)
+            suffix = output_suffix(error_map)
+        original = cmp.load(images[0])
+        decoded = cmp.load(images[1], lambda: _load(model, backend, threads), decoder)
+        c = cmp.compare(original, decoded, threshold)
+        if error_map is not None:
+            atomic_write(error_map, encode_image(c.error_map(scale), suffix), force)
+        typer.echo(cmp.report(c, error_map, scale))
+    except (Exception, KeyboardInterrupt) as e:
+        _fail(e)
+
+
+@app.command()
 def demo(
     image: Path = typer.Argument(EXAMPLE, help="a photo (default: a Kodak photo shipped with the package)"),
     quality: int = typer.Option(4, "-q", "--quality"),

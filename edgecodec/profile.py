@@ -51,7 +51,7 @@ def profile_one(bundle_path: str | None, name: str, device: str, images: list[st
     """Measure one candidate in this process (the worker side)."""
     import resource
 
-    from . import codec
+    from . import codec, metrics
     from .bundle import Bundle
     from .errors import EdgecodecError
     from .runtimes.base import BackendSpec, open_backend
@@ -93,7 +93,7 @@ def profile_one(bundle_path: str | None, name: str, device: str, images: list[st
         psnrs.append(enc.psnr)
         if fast:
             dec = codec.decode(enc.data, be, bundle, decoder="fast")
-            times.setdefault("fast_psnr", []).append(codec.psnr(codec.to_rgb8(dec.image)[0], codec.to_rgb8(img)[0]) / 1e3)
+            times.setdefault("fast_psnr", []).append(metrics.psnr(codec.to_rgb8(dec.image)[0], codec.to_rgb8(img)[0]) / 1e3)
         for _ in range(repeat):
             t = time.perf_counter()
             dec = codec.decode(enc.data, be, bundle)
