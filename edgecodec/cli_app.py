@@ -237,7 +237,8 @@ def decode(
             if res.metrics is not None:
                 m = res.metrics
                 note = ""
-                if h.max_error is None and (m.decoder != res.decoder or m.backend != be.name):
+                ran = be.last_used(codec.DECODER_ROLES.get(res.decoder, "synthesis")).name
+                if h.max_error is None and (m.decoder != res.decoder or m.backend != ran):
                     note = "; this decode may differ by a few levels" if m.decoder == res.decoder else "; this decoder's output differs"
                 typer.echo(f"  encoder measured: {_stored(m)}{note}")
     except (Exception, KeyboardInterrupt) as e:

@@ -17,6 +17,7 @@ from .runtimes.base import Backend
 
 Z_SUB, Y_SUB = 1, 2
 DECODERS = ("full", "fast", "auto")
+DECODER_ROLES = {"full": "synthesis", "fast": "fast_synthesis"}
 # 'auto' decodes with the full synthesis unless its estimated decode time on this host exceeds the
 # budget, by default 500 ms per megapixel: a Kodak image in 0.2 s, a 12 MP photo in 6 s. This host
 # (2 cores) decodes at ~200 ms/MP with the full synthesis, so it stays full; a Raspberry Pi 4 class
@@ -208,7 +209,11 @@ def finish(
     h, w, _ = rgb.shape
     seen, orig = _from_rgb8(rec, channels, 8), _from_rgb8(rgb, channels, 8)
     m = metrics.measure(orig, seen)
-    stored = container.Metrics(m.psnr, m.ms_ssim, m.max_error, m.p999_error, backend.name, backend.device, decoder)
+    # who made the reconstruction: the synthesis' backend (auto: the one it routed to); a residual
+    # stream's comes from the integer path, numpy on the CPU, whatever backend ran the analysis
+    made = backend.last_used(DECODER_ROLES[decoder]) if decoder in DECODER_ROLES else None
+    name, device = (made.name, made.device) if made is not None else ("numpy", "CPU")
+    stored = container.Metrics(m.psnr, m.ms_ssim, m.max_error, m.p999_error, name, device, decoder)
     header = container.Header(
         bundle.digest_bytes, w, h, channels, depth, float(quality), bundle.latent.precision, max_error, stored.stored()
     )

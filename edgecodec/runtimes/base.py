@@ -70,6 +70,10 @@ class Backend(ABC):
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "threads": self.threads}
 
+    def last_used(self, role: str) -> Backend:
+        """The backend that ran ``role`` last (itself; ``AutoBackend``: the one it routed to)."""
+        return self
+
 
 DECODERS = {"full": "synthesis", "fast": "fast_synthesis"}  # decoder name -> transform role
 

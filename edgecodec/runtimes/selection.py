@@ -298,6 +298,7 @@ class AutoBackend(Backend):
         self._load_errors: dict[str, str] = {}
         self._checked_here: dict[tuple[str, str], str | None] = {}
         self._choice: dict[tuple[str, tuple[int, int]], Backend] = {}
+        self._last: dict[str, Backend] = {}  # role -> the backend its last call ran on
         self.report: list[dict] = []  # every candidate's status for the last selection
         self.reports: dict[str, list[dict]] = {}  # the same, per role
 
@@ -404,7 +405,15 @@ class AutoBackend(Backend):
             return
         entry.setdefault("ms", {})[skey] = round(1e3 * float(np.min(times)), 3)  # the least disturbed run
 
+    def last_used(self, role: str) -> Backend:
+        return self._last.get(role, self)
+
     def select(self, role: str, shape: tuple[int, int]) -> Backend:
+        be = self._select(role, shape)
+        self._last[role] = be
+        return be
+
+    def _select(self, role: str, shape: tuple[int, int]) -> Backend:
         sc = size_class(*shape)
         if (role, sc) in self._choice:
             return self._choice[(role, sc)]
