@@ -8,6 +8,7 @@ Needs only numpy and the edgecodec core, so it runs unchanged on x86, under qemu
   check_streams.py decode SET... --backend NAME [--backend numpy] [--json OUT] [--label TEXT]
                    [--save-pixels DIR | --same-backend-pixels DIR]
   check_streams.py encode --images IMAGES.npz --quality Q... --backend NAME --out SET [--reference-backend numpy]
+  check_streams.py exact V2SET --backend NAME...   (tests/golden/v2: bounded streams decode to the recorded pixels)
   check_streams.py images --out IMAGES.npz     (crops of the shipped Kodak photo; needs opencv, so x86 side)
   check_streams.py summary RESULT.json...
 
@@ -210,6 +211,38 @@ def cmd_summary(args) -> int:
     return 1 if fails else 0
 
 
+def cmd_exact(args) -> int:
+    """v2 goldens (``tests/golden/v2``): every parse digest equal, and residual (--max-error) streams
+    decoding to the recorded pixels' sha256 exactly: their base is the integer-exact synthesis."""
+    import hashlib
+
+    from edgecodec import codec
+    from edgecodec.bundle import Bundle
+    from edgecodec.runtimes.base import open_backend
+
+    folder = Path(args.set)
+    expected = json.loads((folder / "expected.json").read_text())
+    bundle = Bundle()
+    bad, exact = [], 0
+    for backend in args.backend:
+        be = open_backend(RUNTIME_OF.get(backend, backend), bundle, threads=args.threads)
+        for stem, want in sorted(expected.items()):
+            data = (folder / f"{stem}.edgc").read_bytes()
+            header, parse = codec.parse_stream(data, bundle)
+            if parse.digest() != want["parse_sha256"]:
+                bad.append(f"{stem} on {backend}: parse digest differs")
+            if header.max_error is not None:
+                got = hashlib.sha256(codec.decode(data, be, bundle).image.tobytes()).hexdigest()
+                if got != want["pixels_sha256"]:
+                    bad.append(f"{stem} on {backend}: bounded stream's pixels differ from the recorded ones")
+                exact += 1
+    if bad:
+        print(f"FAIL: {args.label}: {bad[0]} ({len(bad)} mismatches)", file=sys.stderr)
+        return 1
+    print(f"OK {args.label}: {len(expected)} v2 streams parse identically, {exact} bounded decodes bit-exact")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -231,12 +264,17 @@ def main() -> int:
     for p in (d, e):
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--label", default=platform.machine())
+    x = sub.add_parser("exact")
+    x.add_argument("set")
+    x.add_argument("--backend", action="append", required=True)
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--label", default=platform.machine())
     i = sub.add_parser("images")
     i.add_argument("--out", required=True)
     s = sub.add_parser("summary")
     s.add_argument("results", nargs="+")
     args = ap.parse_args()
-    return {"decode": cmd_decode, "encode": cmd_encode, "images": cmd_images, "summary": cmd_summary}[args.cmd](args)
+    return {"decode": cmd_decode, "encode": cmd_encode, "exact": cmd_exact, "images": cmd_images, "summary": cmd_summary}[args.cmd](args)
 
 
 if __name__ == "__main__":
