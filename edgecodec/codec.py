@@ -75,9 +75,15 @@ class DecodeResult:
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """RGB PSNR (``metrics.psnr``, the project's one implementation)."""
+    """PSNR of two same-shaped arrays of any rank (``metrics.psnr``, the project's one implementation;
+    PSNR does not depend on the layout, so NCHW transform outputs are viewed as rows)."""
     from . import metrics
 
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim > 3 or a.ndim < 2:
+        a, b = a.reshape(-1, a.shape[-1] if a.ndim else 1), b.reshape(-1, b.shape[-1] if b.ndim else 1)
     return metrics.psnr(a, b, peak)
 
 
