@@ -3,11 +3,12 @@
 Each layer is ``conv -> requantize -> clamp [-> depth-to-space]``:
 
 * inputs and weights are integers (activations 8-bit, weights int8 in
-  ``[-127, 127]``), bias int32 at scale ``s_in * s_w``;
+  ``[-127, 127]``, or int16 in ``[-32767, 32767]``), bias int32 at scale ``s_in * s_w``;
 * the accumulator is exact: float32 matrix products of integer operands over
   slices of the reduction short enough that every partial sum, in any order,
   stays below 2**24 (so float32 represents it exactly; ``exact_slices`` bounds it
-  by each output's weight L1 norm times the input bound), summed in int64;
+  by each output's weight L1 norm times the input bound), summed in int64; int16
+  weights use float64 products and the bound 2**53 instead;
 * requantization is ``(acc * mult + 2**(shift - 1)) >> shift`` in int64 with
   per-channel ``mult < 2**31`` and ``shift`` in 1..62, i.e. rounding half up
   (towards +inf) — the one rounding rule of this path;
@@ -30,17 +31,17 @@ F32_EXACT = 1 << 24
 REQUANT_BLOCK = 1 << 15  # int64 accumulator elements requantized at a time (256 KB: in L2)
 
 
-def exact_slices(abs_w: np.ndarray, in_max: int) -> list[tuple[int, int]]:
+def exact_slices(abs_w: np.ndarray, in_max: int, exact: int = F32_EXACT) -> list[tuple[int, int]]:
     """Split the reduction (rows of ``abs_w``, the (K, Cout) |weight| matrix) into slices in which
-    every output's worst case ``sum |w| * in_max`` stays below 2**24.
+    every output's worst case ``sum |w| * in_max`` stays below ``exact`` (2**24: float32; 2**53: float64).
 
     Each partial sum of a slice's product, in any order a BLAS picks, is then an integer of at most
     that magnitude, which float32 holds exactly. The bound uses each output's own weights (their L1
     norm), not ``127 * K``: the shipped hyper-decoder's layers need one slice instead of two to four.
     """
-    limit = (F32_EXACT - 1) // max(1, int(in_max))
+    limit = (exact - 1) // max(1, int(in_max))
     if int(abs_w.max(initial=0)) > limit:
-        raise BundleError("integer layer weight too large for exact float32 accumulation")
+        raise BundleError("integer layer weight too large for exact float accumulation")
     out, a, k = [], 0, abs_w.shape[0]
     while a < k:
         cum = np.cumsum(abs_w[a:], axis=0).max(axis=1)  # worst output's running sum from row a
@@ -52,7 +53,7 @@ def exact_slices(abs_w: np.ndarray, in_max: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class IntLayer:
-    weight: np.ndarray  # (Cout, Cin, k, k) int8
+    weight: np.ndarray  # (Cout, Cin, k, k) int8 (float32 products) or int16 (float64 products)
     bias: np.ndarray  # (Cout,) int64
     mult: np.ndarray  # (Cout,) int64, < 2**31
     shift: np.ndarray  # (Cout,) int64, 1..62
@@ -64,8 +65,8 @@ class IntLayer:
 
     def __post_init__(self) -> None:
         w = self.weight
-        if w.ndim != 4 or w.shape[2] != w.shape[3] or w.dtype != np.int8:
-            raise BundleError("integer layer weights must be int8 (Cout, Cin, k, k)")
+        if w.ndim != 4 or w.shape[2] != w.shape[3] or w.dtype not in (np.int8, np.int16):
+            raise BundleError("integer layer weights must be int8 or int16 (Cout, Cin, k, k)")
         cout = w.shape[0]
         for name in ("bias", "mult", "shift", "lo", "hi"):
             if getattr(self, name).shape != (cout,):
@@ -73,11 +74,17 @@ class IntLayer:
         if self.mult.min() < 0 or self.mult.max() >= 1 << 31 or self.shift.min() < 1 or self.shift.max() > 62:
             raise BundleError("integer layer requantization parameters out of range")
         k_terms = w.shape[1] * w.shape[2] * w.shape[3]
-        bound = k_terms * 127 * self.in_max
-        if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
-            raise BundleError("integer layer too large for exact accumulation")
-        w2d = weight_matrix(w, np.float32)
-        slices = exact_slices(np.abs(w2d.astype(np.int64)), self.in_max)
+        wide = w.dtype == np.int16
+        if wide:  # int16: each output's own bound, |acc + bias| * mult in int64
+            acc = np.abs(w.astype(np.int64)).reshape(cout, -1).sum(1) * self.in_max + np.abs(self.bias)
+            if any(int(a) >= EXACT_LIMIT or int(a) * int(m) >= 1 << 62 for a, m in zip(acc, self.mult)):
+                raise BundleError("integer layer too large for exact accumulation")
+        else:
+            bound = k_terms * 127 * self.in_max
+            if bound >= EXACT_LIMIT or (bound + int(np.abs(self.bias).max())) * (1 << 31) >= 1 << 63:
+                raise BundleError("integer layer too large for exact accumulation")
+        w2d = weight_matrix(w, np.float64 if wide else np.float32)
+        slices = exact_slices(np.abs(w2d.astype(np.int64)), self.in_max, EXACT_LIMIT if wide else F32_EXACT)
         # (Cout, slice) float32 operands: the GEMM yields (Cout, pixels), channel rows, no transpose copy
         object.__setattr__(self, "_slices", [(a, b, np.ascontiguousarray(w2d[a:b].T)) for a, b in slices])
         # (acc + bias) * mult + 2**(shift - 1) == acc * mult + (bias * mult + 2**(shift - 1)) in int64
@@ -98,9 +105,10 @@ class IntLayer:
         mult, sh, lo, hi = self._cols
         const, slices, dt = self._const, self._slices, self.out_dtype
         kk = cin * k * k
-        # bands sized by the float32 products too (one (Cout, pixels) per slice)
+        ft = slices[0][2].dtype if slices else np.dtype(np.float32)
+        # bands sized by the float products too (one (Cout, pixels) per slice)
         chunk = CHUNK_BYTES * kk * 4 // max(kk * 4, len(slices) * cout * 4)
-        for r0, r1, cols, wo in conv_bands(x.astype(np.float32), k, self.stride, k // 2, chunk_bytes=chunk, transposed=True):
+        for r0, r1, cols, wo in conv_bands(x.astype(ft), k, self.stride, k // 2, ft.itemsize, chunk, transposed=True):
             n = cols.shape[1]
             prods = [w_t @ cols[a:b] for a, b, w_t in slices]  # exact integers (see exact_slices)
             out = np.empty((cout, n), dt)
