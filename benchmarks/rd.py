@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import platform
@@ -28,6 +27,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from edgecodec.classical import CLASSICAL, run_classical, save_params, setup_pillow
+from edgecodec.classical import LABELS as CLASSICAL_LABELS
+from edgecodec.errors import InputError
 
 if __package__:
     from .kodak import default_kodak
@@ -41,98 +44,18 @@ REPO = Path(__file__).resolve().parent.parent
 INT8, FP32, PREV = "edgecodec-int8", "edgecodec-fp32", "edgecodec-int8-previous"
 FAST = "edgecodec-fast"  # the same int8 streams decoded by the fast synthesis
 
-# quality sweeps chosen to span about 0.1-2 bpp on Kodak (means over the 24 images)
-CLASSICAL: dict[str, tuple[str, list[int]]] = {
-    "jpeg": ("JPEG", [3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 85, 90]),
-    "webp": ("WEBP", [0, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90]),
-    "avif": ("AVIF", [5, 10, 15, 20, 30, 40, 50, 60, 70, 75, 80, 85]),
-    "jxl": ("JXL", [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 85, 90]),
-}
 LABELS = {
     INT8: "edgecodec int8 (ONNX)",
     FAST: "edgecodec int8, fast decoder",
     FP32: "edgecodec fp32 (torch)",
     PREV: "edgecodec int8, previous model",
-    "jpeg": "JPEG 4:2:0 (optimized)",
-    "webp": "WebP (method 6)",
-    "avif": "AVIF 4:4:4 (speed 6)",
-    "jxl": "JPEG XL (effort 7)",
+    **CLASSICAL_LABELS,
 }
 
 
 def fail(msg: str) -> None:
     print(f"rd.py: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def save_params(name: str, q: int, threads: int) -> dict:
-    if name == "jpeg":
-        return {"quality": q, "subsampling": 2, "optimize": True}
-    if name == "webp":
-        return {"quality": q, "method": 6}
-    if name == "avif":
-        return {"quality": q, "subsampling": "4:4:4", "speed": 6, "max_threads": threads}
-    if name == "jxl":
-        return {"quality": q, "effort": 7, "num_threads": threads}
-    raise KeyError(name)
-
-
-def setup_pillow(codecs: list[str], threads: int) -> dict[str, str]:
-    """Import the plugins the chosen codecs need, pin decoder threads; returns codec versions."""
-    from PIL import Image, features
-
-    versions = {"pillow": Image.__version__}
-    if "webp" in codecs:
-        if not features.check("webp"):
-            fail("this Pillow has no WebP support")
-        versions["libwebp"] = str(features.version("webp"))
-    if "avif" in codecs:
-        if not features.check("avif"):
-            fail("this Pillow has no AVIF support (Pillow >= 11.3 with libavif)")
-        from PIL import AvifImagePlugin
-
-        AvifImagePlugin.DEFAULT_MAX_THREADS = threads  # decoder threads
-        versions["libavif"] = str(features.version("avif"))
-    if "jxl" in codecs:
-        try:
-            import pillow_jxl  # noqa: F401  (registers the JXL plugin)
-            from pillow_jxl import JpegXLImagePlugin
-        except ImportError:
-            fail("JPEG XL needs pillow-jxl-plugin (pip install 'edgecodec[bench]')")
-        JpegXLImagePlugin.DECODE_THREADS = threads
-        try:
-            from importlib.metadata import version
-
-            versions["pillow-jxl-plugin"] = version("pillow-jxl-plugin")
-        except Exception:
-            pass
-    if "jpeg" in codecs:
-        versions["libjpeg"] = str(features.version("jpg"))
-    return versions
-
-
-def run_classical(name: str, img: np.ndarray, threads: int) -> list[dict]:
-    from PIL import Image
-
-    fmt, qualities = CLASSICAL[name]
-    src = Image.fromarray(img)
-    h, w = img.shape[:2]
-    rows = []
-    for q in qualities:
-        buf = io.BytesIO()
-        src.save(buf, format=fmt, **save_params(name, q, threads))
-        data = buf.getvalue()
-        t0 = time.perf_counter()
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            dec = np.asarray(im.convert("RGB"))
-        dt = time.perf_counter() - t0
-        if dec.shape != img.shape:
-            fail(f"{name} q={q} decoded to {dec.shape}, expected {img.shape}")
-        rows.append(
-            {"codec": name, "quality": q, "bytes": len(data), "bpp": 8.0 * len(data) / (w * h), **quality_of(img, dec), "decode_s": dt}
-        )
-    return rows
 
 
 def quality_of(ref: np.ndarray, dec: np.ndarray) -> dict:
@@ -416,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 
         fp32 = TorchBackend(bundle, ckpt, threads=args.threads)
 
-    versions = setup_pillow(codecs, args.threads)
+    try:
+        versions = setup_pillow(codecs, args.threads, extra="bench")
+    except InputError as e:
+        fail(str(e))
     versions.update({"python": platform.python_version(), "numpy": np.__version__})
     try:
         import onnxruntime
@@ -455,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         if fp32 is not None:  # fp32 decode is timed/verified on the first image only (it is slow and not a deployment path)
             rows += run_edgecodec(FP32, img, fp32, levels, decode=(i == 0), checks=checks)
         for c in codecs:
-            rows += run_classical(c, img, args.threads)
+            try:
+                rows += run_classical(c, img, args.threads)
+            except ValueError as e:
+                fail(str(e))
         for r in rows:
             r["image"] = f.stem
         per_image += rows
