@@ -314,6 +314,58 @@ def compare(
 
 
 @app.command()
+def batch(
+    src: Path = typer.Argument(..., help="folder of images (or of .edgc files with --decode), walked recursively"),
+    dst: Path = typer.Argument(..., help="output folder: the same tree, plus the journal and a CSV"),
+    quality: Optional[float] = typer.Option(None, "-q", "--quality", help="as `encode` (default: N/2)"),
+    target_psnr: Optional[float] = typer.Option(None, "--target-psnr", metavar="DB", help="fewest bytes with at least this RGB PSNR"),
+    decode: bool = typer.Option(False, "--decode", help=".edgc files in, PNG out"),
+    decode_check: bool = typer.Option(False, "--decode-check", help="decode each file after writing it and compare with the encoder's"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="worker processes (default: one per core; Ray: per cluster CPU)"),
+    engine: str = typer.Option("local", "--engine", help="local (worker processes) or ray (pip install 'edgecodec[ray]')"),
+    address: Optional[str] = typer.Option(None, "--address", help="the Ray cluster to join (default: a local Ray instance)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="also redo files that failed before"),
+    backend: str = BACKEND_OPTION,
+    model: Optional[Path] = MODEL_OPTION,
+    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads per worker (default: cores / workers)"),
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+) -> None:
+    """Transcode a whole folder tree into DST, resumably: rerun the same command after a crash or
+    Ctrl-C and it continues where it stopped. Exit code 1 if any file failed."""
+    try:
+        from . import batch as batch_mod
+        from .runtimes.base import BackendSpec
+
+        BackendSpec.parse(backend)
+        settings, n = batch_mod.make_settings(
+            batch_mod.DECODE if decode else batch_mod.ENCODE,
+            quality=quality,
+            target_psnr=target_psnr,
+            decode_check=decode_check,
+            backend=backend,
+            model=model,
+            workers=workers,
+            threads=threads,
+            **_memory(max_memory),
+        )
+        eng = batch_mod.engine(engine, settings, workers if engine == "ray" else n, address)
+        typer.echo(f"batch: {eng.describe()}", err=True)
+        summary = batch_mod.run(
+            src, dst, settings, eng, retry_failed=retry_failed, warn=lambda line: typer.echo(f"warning: {line}", err=True)
+        )
+        for line in summary.lines():
+            typer.echo(line)
+        if summary.interrupted:
+            raise typer.Exit(130)
+        if summary.failed:
+            raise typer.Exit(1)
+    except typer.Exit:
+        raise
+    except (Exception, KeyboardInterrupt) as e:
+        _fail(e)
+
+
+@app.command()
 def demo(
     image: Path = typer.Argument(EXAMPLE, help="a photo (default: a Kodak photo shipped with the package)"),
     quality: int = typer.Option(4, "-q", "--quality"),

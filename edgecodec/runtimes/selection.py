@@ -18,6 +18,7 @@ per process before use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -159,6 +160,26 @@ def _save_cache(path: Path, data: dict) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home must not stop decoding
+
+
+@contextlib.contextmanager
+def _measuring(path: Path):
+    """Hold an exclusive lock beside the cache while choosing: processes that start together (batch
+    workers, parallel commands) then measure one at a time, on an otherwise idle host, and the later
+    ones find the earlier one's measurements. No lock where the folder is read-only or has no flock."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        f.close()  # closing releases the lock
 
 
 def _reference_qualities(ref: dict) -> list[int]:
@@ -417,6 +438,10 @@ class AutoBackend(Backend):
         sc = size_class(*shape)
         if (role, sc) in self._choice:
             return self._choice[(role, sc)]
+        with _measuring(self.cache_file):
+            return self._select_locked(role, shape, sc)
+
+    def _select_locked(self, role: str, shape: tuple[int, int], sc: tuple[int, int]) -> Backend:
         skey = f"{sc[0]}x{sc[1]}"
         while True:
             data = _load_cache(self.cache_file)
