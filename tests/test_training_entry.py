@@ -175,3 +175,21 @@ def test_the_entry_starts_from_weights_resumes_with_its_optimizer_and_counts_on(
     assert [r["step"] for r in log] == [101, 102, 103]
     # each step's rate is the schedule at the run's position before it: 0, 1 of 2 steps, then 2 of 3
     assert [r["lr"] for r in log] == pytest.approx([lr_cosine(f, 2e-4, 1e-6) for f in (0, 1 / 2, 2 / 3)])
+
+
+def test_the_qat_tail_tunes_only_the_synthesis_through_the_int8_grids(tmp_path):
+    """--qat-tail 0.5 of 4 steps: 2 float steps, then 2 QAT steps of the synthesis and inverse gains."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "crops.npy", rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    save_checkpoint(HyperpriorCodec(TINY), None, {"step": 10, "elapsed": 5.0}, tmp_path / "init")
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "crops.npy"), "--init", str(tmp_path / "init"), "--out", str(out), "--device", "cpu"]
+    main([*args, "--batch", "2", "--crop", "64", "--log-every", "1", "--steps", "4", "--qat-tail", "0.5"])
+    s = json.loads((out / "ckpt" / "state.json").read_text())
+    assert (s["step"], s["qat_step"], s["run_step"], s["phase"]) == (12, 2, 4, "qat")
+    after_float = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [("psnr_int8" in r, "bpp" in r) for r in after_float if "run_step" in r] == [(False, True)] * 2 + [(True, False)] * 2
+    assert torch.load(out / "ckpt" / OPT_FILE)["names"] == [n for n, _ in HyperpriorCodec(TINY).g_s.named_parameters(prefix="g_s")] + [
+        "log_inv_gain"
+    ]

@@ -60,8 +60,10 @@ def _save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def trainable_names(model: torch.nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]
+def param_names(model: torch.nn.Module, opt: torch.optim.Optimizer) -> list[str]:
+    """The names of the optimizer's parameters, in its order (what its state is indexed by)."""
+    name = {id(p): n for n, p in model.named_parameters()}
+    return [name[id(p)] for g in opt.param_groups for p in g["params"]]
 
 
 def save_checkpoint(model: HyperpriorCodec, opt: torch.optim.Optimizer | None, state: dict, folder: Path, half: bool = False) -> None:
@@ -72,7 +74,8 @@ def save_checkpoint(model: HyperpriorCodec, opt: torch.optim.Optimizer | None, s
     """
     folder.mkdir(parents=True, exist_ok=True)
     if opt is not None:
-        _save({"step": state.get("step"), "names": trainable_names(model), "state": opt.state_dict()}, folder / OPT_FILE)
+        tag = {"step": state.get("step"), "qat_step": state.get("qat_step", 0), "names": param_names(model, opt)}
+        _save({**tag, "state": opt.state_dict()}, folder / OPT_FILE)
     elif (folder / OPT_FILE).exists():
         (folder / OPT_FILE).unlink()
     sd = model.state_dict()
@@ -96,13 +99,13 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> tuple[HyperpriorCodec,
     return model.to(device), state
 
 
-def load_optimizer(folder: Path, opt: torch.optim.Optimizer, model: torch.nn.Module, step: int) -> str:
+def load_optimizer(folder: Path, opt: torch.optim.Optimizer, model: torch.nn.Module, step: int, qat_step: int = 0) -> str:
     """Restore ``opt`` from ``folder/opt.pt`` if it belongs to these weights; says what happened."""
     path = Path(folder) / OPT_FILE
     if not path.is_file():
         return f"fresh Adam (no optimizer state in {folder})"
     saved = torch.load(path, map_location="cpu")
-    if saved.get("step") != step or saved.get("names") != trainable_names(model):
+    if (saved.get("step"), saved.get("qat_step", 0)) != (step, qat_step) or saved.get("names") != param_names(model, opt):
         return f"fresh Adam ({path} is for step {saved.get('step')} or other parameters, the weights are at step {step})"
     opt.load_state_dict(saved["state"])  # moves the moments to the parameters' device
     return f"optimizer state restored from {path}"
@@ -197,6 +200,45 @@ def keep_fp32_outputs(model: HyperpriorCodec) -> None:
         conv.forward = functools.partial(_fp32_conv, conv)
 
 
+def qat_lr(frac: float, base: float) -> float:
+    """The QAT tail's rate: cosine from ``base`` to 5% of it (models/qat.py's schedule)."""
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0))))
+
+
+def qat_params(model: HyperpriorCodec) -> list[torch.nn.Parameter]:
+    """What QAT tunes (models/qat.py): the synthesis and its inverse gains; the rest is frozen."""
+    model.requires_grad_(False)
+    params = [*model.g_s.parameters(), model.log_inv_gain]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+class QatGrids:
+    """The export's 8-bit grids for the synthesis, calibrated on the shipped calibration crops at
+    every export level like models/qat.py, on the training device."""
+
+    def __init__(self, model: HyperpriorCodec, dev: str):
+        from ..export.registry import CALIB_DIR
+        from . import qat
+        from .convert import gains
+
+        self.model, self.dev, self.qat, self.gains = model, dev, qat, gains
+        gain = torch.from_numpy(gains(model, qat.EXTRAPOLATED_LEVELS)[0]).float().to(dev)[:, :, None, None]
+        calib = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255.0).to(dev) for im in load_images(CALIB_DIR, 64)]
+        with torch.no_grad():  # the analysis and gains are frozen in QAT: these latents stay
+            self.latents = [(q, qat.latents(model, x, gain[q : q + 1])) for x in calib for q in range(gain.shape[0])]
+        self.calibrate()
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        inv = torch.from_numpy(self.gains(self.model, self.qat.EXTRAPOLATED_LEVELS)[1]).float().to(self.dev)[:, :, None, None]
+        record: dict = {}
+        for q, y_hat in self.latents:
+            self.qat.synthesis(self.model, y_hat, inv[q : q + 1], None, record)
+        self.ranges = record
+
+
 def _sync(dev: str) -> None:
     if dev.startswith("cuda"):
         torch.cuda.synchronize()
@@ -225,9 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", choices=("off", "on", "auto"), default="off", help="auto: time both on the first steps, keep the faster")
     ap.add_argument("--probe-steps", type=int, default=30, help="--compile auto: timed steps of each")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--qat-tail", type=float, default=0.0, help="fraction of the budget, at its end, for QAT of the synthesis")
+    ap.add_argument("--qat-lr", type=float, default=2e-5)
+    ap.add_argument("--recalibrate", type=int, default=400, help="QAT steps between range calibrations")
     ap.add_argument("--ship", type=Path, default=None, help="at the end, write the shipped form of the weights (fp16 convs) here")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if not 0.0 <= a.qat_tail < 1.0:
+        raise SystemExit(f"--qat-tail must be in [0, 1), got {a.qat_tail}")
     if a.crop % 64:  # the hyper-latents are at 1/64: other sizes do not round-trip through h_a and h_s
         raise SystemExit(f"--crop must be a multiple of 64, got {a.crop}")
     if a.threads:
@@ -267,9 +314,10 @@ def main(argv: list[str] | None = None) -> None:
         getattr(model, part).requires_grad_(False)
     if "g_a" in frozen:
         model.log_gain.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
+    in_qat = state.get("phase") == "qat"
+    params = qat_params(model) if in_qat else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=a.lr, fused=cuda)
-    print(load_optimizer(src, opt, model, state["step"]) if src is not None else "fresh Adam", flush=True)
+    print(load_optimizer(src, opt, model, state["step"], state.get("qat_step", 0)) if src is not None else "fresh Adam", flush=True)
     lambdas = torch.tensor(model.config.lambdas, device=dev)
 
     if a.data.is_dir():
@@ -295,6 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     if amp:
         keep_fp32_outputs(model)
     model.train()
+    grids = None
+    if in_qat:
+        model.eval()
+        grids = QatGrids(model, dev)
 
     def loss_of(x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=amp):
@@ -309,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     log = open(a.out / "log.jsonl", "a")
     budget = a.time_budget if a.time_budget > 0 else float(a.steps)
+    float_budget = budget * (1.0 - a.qat_tail)  # the float schedule ends where the QAT tail starts
     t_run0 = time.time()
     el0, rel0 = state["elapsed"], state["run_elapsed"]
 
@@ -318,9 +371,31 @@ def main(argv: list[str] | None = None) -> None:
     def sched_pos() -> float:
         return run_elapsed() if a.time_budget > 0 else float(state["run_step"])
 
-    def train_step(fn) -> dict[str, torch.Tensor]:
+    def qat_step() -> dict[str, torch.Tensor]:
         for g in opt.param_groups:
-            g["lr"] = learning_rate(sched_pos(), budget, a.schedule, a.lr, a.lr_final)
+            g["lr"] = qat_lr((sched_pos() - float_budget) / (budget - float_budget), a.qat_lr)
+        x = batch()
+        q = torch.randint(0, model.config.levels, (a.batch,), device=dev)
+        gain, inv_gain = model.gains(q)
+        with torch.no_grad():
+            y_hat = grids.qat.latents(model, x, gain)
+        mse = (grids.qat.synthesis(model, y_hat, inv_gain, grids.ranges) - x).pow(2).flatten(1).mean(1)
+        loss = (lambdas[q] * 255.0**2 * mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state["qat_step"] = state.get("qat_step", 0) + 1
+        state["run_step"] += 1
+        if state["qat_step"] % a.recalibrate == 0:
+            grids.calibrate()
+        return {"qat_loss": loss.detach(), "psnr_int8": -10 * torch.log10(mse.detach().clamp_min(1e-10))}
+
+    def train_step(fn) -> dict[str, torch.Tensor]:
+        if in_qat:
+            return qat_step()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(sched_pos(), float_budget, a.schedule, a.lr, a.lr_final)
         x = batch()
         q = torch.randint(0, model.config.levels, (a.batch,), device=dev)
         r = fn(x, q)
@@ -342,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         _sync(dev)
         return (time.perf_counter() - t) / n
 
-    if a.compile == "auto":  # real training steps, on the schedule: only the compilation itself is overhead
+    if a.compile == "auto" and not in_qat:  # real training steps, on the schedule: only the compilation itself is overhead
         compiled = torch.compile(loss_of)
         t_eager = timed(loss_of, a.probe_steps)
         t0 = time.perf_counter()
@@ -357,18 +432,31 @@ def main(argv: list[str] | None = None) -> None:
         log_record(log, rec)
 
     last_ck = time.time()
-    acc: dict[str, list[torch.Tensor]] = {"loss": [], "bpp": [], "psnr": []}
+    acc: dict[str, list[torch.Tensor]] = {}
     t_log, s_log = time.perf_counter(), state["run_step"]
     s_start, t_start = state["run_step"], time.perf_counter()
     while not stop["now"] and sched_pos() < budget:
+        if not in_qat and a.qat_tail > 0 and sched_pos() >= float_budget:
+            # the float phase is over: tune the synthesis through the export's int8 grids
+            in_qat, state["phase"] = True, "qat"
+            model.eval()
+            params = qat_params(model)
+            opt = torch.optim.Adam(params, lr=a.qat_lr, fused=cuda)
+            t0 = time.perf_counter()
+            grids = QatGrids(model, dev)
+            rec = {"step": state["step"], "elapsed": round(run_elapsed(), 1), "calib_s": round(time.perf_counter() - t0, 2)}
+            log_record(log, {"qat_start": rec})
+            acc = {}
         r = train_step(step_loss)
-        for k in acc:
-            acc[k].append(r[k].detach().mean())
-        if state["step"] % a.log_every == 0:
+        for k in ("loss", "bpp", "psnr", "qat_loss", "psnr_int8"):
+            if k in r:
+                acc.setdefault(k, []).append(r[k].detach().mean())
+        if state["run_step"] % a.log_every == 0:
             now = time.perf_counter()
             sps = (state["run_step"] - s_log) / (now - t_log)
             rec = {
                 "step": state["step"],
+                "qat_step": state.get("qat_step", 0),
                 "run_step": state["run_step"],
                 "elapsed": round(run_elapsed(), 1),
                 "lr": opt.param_groups[0]["lr"],
