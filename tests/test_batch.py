@@ -274,3 +274,14 @@ def test_the_ray_engine_on_a_two_node_cluster_survives_a_killed_worker(tmp_path)
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_the_ray_engine_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch):
+    from edgecodec.errors import BackendUnavailableError
+
+    src = tmp_path / "src"
+    make_tree(src, n=1, corrupt=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    s, _ = settings()
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'edgecodec\[ray\]'"):
+        batch.run(src, tmp_path / "out", s, batch.engine("ray", s, 2), progress=False)
