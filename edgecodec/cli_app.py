@@ -6,6 +6,7 @@ only inside a check that names the extra when typer is missing.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -275,7 +276,26 @@ def info(file: Path = typer.Argument(..., help=".edgc file")) -> None:
 
 @app.command()
 def compare(
-    images: list[Path] = typer.Argument(..., metavar="ORIGINAL DECODED", help="the original image and a decoded image or .edgc file"),
+    images: list[Path] = typer.Argument(
+        ...,
+        metavar="ORIGINAL DECODED | IMAGES...",
+        help="the original image and a decoded image or .edgc file; with --out, the photos of a comparison report",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="write a report (index.html + images) of IMAGES: edgecodec, JPEG, WebP, AVIF, JPEG XL at one size",
+    ),
+    size_bytes: Optional[int] = typer.Option(None, "--bytes", metavar="N", help="report: every file at most N bytes per image"),
+    bpp: Optional[float] = typer.Option(None, "--bpp", metavar="B", help="report: every file at most B bits per pixel"),
+    quality: Optional[float] = typer.Option(
+        None, "-q", "--quality", help="report: edgecodec at this quality, the others at most its size (default: N/2)"
+    ),
+    codecs: str = typer.Option("jpeg,webp,avif,jxl", "--codecs", help="report: the classical codecs to compare with"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="report: worker processes (default: one per core)"),
+    panels: str = typer.Option("auto", "--panels", help="report: exact (lossless), light (JPEG q95) or auto (light over 40 MB)"),
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
     error_map: Optional[Path] = typer.Option(
         None, "--map", metavar="PNG", help="also write a heat map of each pixel's largest channel error"
     ),
@@ -288,8 +308,22 @@ def compare(
     threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Measure a decoded image (or .edgc file) against its original: PSNR, MS-SSIM, max and 99.9% error,
-    pixels over a threshold; optionally write an error heat map."""
+    pixels over a threshold; optionally write an error heat map. With --out DIR: a browser report of
+    IMAGES through edgecodec and the classical codecs at the same file size (the 'report' extra)."""
     try:
+        if out is not None:
+            from .report import command
+
+            if error_map is not None or scale is not None:
+                raise InputError("--map and --scale belong to the two-file form (without --out)")
+            options = {"backend": backend, "model": model, "jobs": jobs, "threads": threads, "panels": panels, "force": force}
+            lines = command(images, out, quality, size_bytes, bpp, codecs, progress=lambda line: typer.echo(line, err=True),
+                            command="edgecodec compare " + " ".join(sys.argv[2:]), **_memory(max_memory), **options)  # fmt: skip
+            for line in lines:
+                typer.echo(line)
+            return
+        if size_bytes is not None or bpp is not None or quality is not None:
+            raise InputError("--bytes, --bpp and --quality make a report: give --out DIR")
         from . import compare as cmp
         from .io import atomic_write, check_writable, encode_image, output_suffix
 
