@@ -120,15 +120,13 @@ def test_the_figures_are_the_metrics_of_the_decoded_files(report):
         assert r["scale"] == max(1, max(row["p999_error"] for row in r["rows"]))
 
 
-def test_error_maps_show_every_error_and_saturate_at_the_scale():
-    a = np.zeros((1, 5, 3), np.uint8)
-    b = np.array([[[0, 0, 0], [1, 0, 0], [0, 5, 0], [0, 0, 10], [200, 0, 0]]], np.uint8)
-    m = report_builder.banded_error_map(a, b, 10)
-    colors = report_builder.band_colors()
-    assert tuple(m[0, 0]) == (0, 0, 0) and tuple(m[0, 1]) != (0, 0, 0)  # black only where exact
-    assert tuple(m[0, 3]) == tuple(m[0, 4]) == (255, 255, 255)  # white from the scale up
-    brightness = m.astype(int).sum(axis=2)[0]
-    assert list(brightness) == sorted(brightness) and len(colors) == report_builder.ERROR_BANDS + 1
+def test_error_maps_are_black_within_half_a_step_and_white_from_the_scale():
+    a = np.zeros((1, 6, 3), np.uint8)
+    b = np.array([[[0, 0, 0], [2, 0, 0], [0, 4, 0], [0, 0, 20], [40, 0, 0], [200, 9, 9]]], np.uint8)
+    m = report_builder.banded_error_map(a, b, 40)  # 7 steps of 40/7 levels: black under ~2.9 levels
+    colors = [tuple(c) for c in report_builder.band_colors()]
+    assert len(colors) == report_builder.ERROR_BANDS + 1 and colors[0] == (0, 0, 0) and colors[-1] == (255, 255, 255)
+    assert [tuple(p) for p in m[0]] == [colors[0], colors[0], colors[1], colors[4], colors[-1], colors[-1]]
 
 
 def test_the_set_has_rd_curves_and_bd_rates(report):
@@ -157,6 +155,22 @@ def test_a_byte_budget_holds_for_every_codec_and_workers_change_nothing(tmp_path
             same = ("codec", "setting", "bytes", "psnr", "ms_ssim", "max_error")
             assert {k: ra[k] for k in same} == {k: rb[k] for k in same}
         assert a["points"] == b["points"]
+
+
+def test_an_image_over_the_memory_budget_goes_through_the_tiled_path(tmp_path):
+    from edgecodec import tiling
+    from edgecodec.bundle import Bundle
+    from edgecodec.runtimes.base import open_backend
+
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB"))[100:340, 150:550]  # 400x240: two windows at the smallest budget
+    Image.fromarray(rgb).save(tmp_path / "big.png")
+    budget = 16 << 20
+    backend = open_backend("numpy", Bundle(None), threads=1)
+    assert len(tiling.tiles_for(backend, "analysis", 240 // 16, 400 // 16, budget)) > 1
+    options = {"backend": "numpy", "jobs": 1, "threads": 1, "max_memory": budget}
+    res = build([tmp_path / "big.png"], tmp_path / "out", Target("quality", 5), ["jpeg"], **options)
+    row = res["images"][0]["rows"][0]
+    assert (tmp_path / "out" / row["file"]).read_bytes() == codec.encode(rgb, 5, backend, max_memory=budget).data
 
 
 def test_auto_panels_go_light_over_the_size_budget(tmp_path, monkeypatch):

@@ -176,12 +176,14 @@ def band_colors() -> np.ndarray:
 
 
 def banded_error_map(original: np.ndarray, decoded: np.ndarray, scale: int) -> np.ndarray:
-    """``metrics.error_map`` in ``ERROR_BANDS`` steps of its ramp (rounded up, so any error shows): a few
-    colours compress ~2x better than the full ramp of a noisy map, and read as well.
+    """``metrics.error_map`` rounded to ``ERROR_BANDS`` steps of its ramp: black within about
+    scale / (2 ERROR_BANDS) levels, white from ``scale`` up. A few colours compress ~2x better than
+    the full ramp of a noisy map, and the noise floor (a level or two everywhere) stays black, so
+    the places a codec lost or invented something stand out.
 
     The ramp's channels rise in turn (black, red, yellow, white), so a colour's channel sum is 765 t."""
     t = metrics.error_map(original, decoded, scale).astype(np.int32).sum(axis=2)
-    return band_colors()[-(-t * ERROR_BANDS // 765)]
+    return band_colors()[(2 * ERROR_BANDS * t + 765) // (2 * 765)]
 
 
 def _row(codec_id: str, setting: str, data: bytes, m: metrics.Metrics, pixels: int, encode_s: float, decode_s: float, fits: bool) -> dict:

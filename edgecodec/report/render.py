@@ -160,16 +160,26 @@ def _image_section(r: dict, index: int) -> str:
         '<p class="hint">Drag the divider (or use the slider below it). Zoom: double-click (Shift: out), '
         "Ctrl+wheel, pinch, + / − keys or the buttons; drag to pan. Every panel follows.</p>",
         "</div>",
-        f'<p class="legend">Error maps: each pixel\'s largest channel error in {ERROR_BANDS} steps (rounded up: black only where '
-        f'exact) <span class="ramp" style="background: {_ramp()}"></span> red, yellow, white at {r["scale"]} levels or more '
-        "(the largest 99.9% error of the codecs on this image).</p>",
+        '<h3 class="panels-head">The decoded files, on the same region</h3>',
         '<div class="panels">',
     ]
-    for k, (src, label) in views.items():
-        out.append(
+
+    def panel(k: str, src: str, label: str) -> str:
+        return (
             f'<figure class="panel" data-view="{escape(k)}"><div class="viewport" tabindex="0" style="{aspect}">'
             f"{_img(src, w, h, True, label)}</div><figcaption>{escape(label)}</figcaption></figure>"
         )
+
+    out += [panel(k, src, label) for k, (src, label) in views.items() if not k.startswith("error:")]
+    out += [
+        "</div>",
+        '<h3 class="panels-head">Error maps</h3>',
+        f'<p class="legend">Each pixel\'s largest channel error in {ERROR_BANDS} steps <span class="ramp" style="background: '
+        f'{_ramp()}"></span> black within about {r["scale"] / (2 * ERROR_BANDS):.1f} levels, then red, yellow, white at '
+        f"{r['scale']} levels or more (the largest 99.9% error of the codecs on this image).</p>",
+        '<div class="panels">',
+    ]
+    out += [panel(k, src, label) for k, (src, label) in views.items() if k.startswith("error:")]
     out.append("</div>")
     if r["notes"]:
         out.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in r["notes"]) + "</ul>")
