@@ -12,15 +12,17 @@
 # afterwards: unpack weights.tar, `edgecodec export --target all`, rd.py on all of Kodak (see the docs).
 # Run again on a warm machine, it resumes runs/gpu/ckpt with its optimizer state.
 set -u -o pipefail
-BUDGET=${BUDGET:-420}      # seconds of training (the schedule's length); the rest of the 600 s: start, export, rd
+BUDGET=${BUDGET:-390}      # seconds of training (the schedule's length); the rest of the 600 s: start ~15, export <=100, rd <=80
+POST=${POST:-1}            # 0: no export and rd here (then BUDGET=540 fits the 600 s; the CPU runs both afterwards)
 BATCH=${BATCH:-56}         # 56 x 192^2: the pixels per step of the first run's 32 x 256^2
 CROP=${CROP:-192}
 LR=${LR:-1e-4}
 COMPILE=${COMPILE:-auto}   # auto: the first steps time eager against torch.compile and keep the faster
+QAT_TAIL=${QAT_TAIL:-0.1}  # the budget's last tenth: QAT of the synthesis through the export's int8 grids (models/qat.py)
 PY=${PY:-python3}
 THREADS=${THREADS:-16}     # rd.py's encoders and decoders
 QUALITIES=${QUALITIES:+--qualities $QUALITIES}  # rd.py: a subset of levels (default: all)
-RUN=runs/gpu
+RUN=${RUN:-runs/gpu}
 OUT=${OUT:-$RUN/out}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$RUN" "$OUT/rd"
@@ -33,20 +35,22 @@ stamp() { echo "== $(($(date +%s) - t0)) s: $*"; }
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
   timeout -s TERM $((BUDGET + 150)) $PY -m edgecodec.models.train --data traindata/crops.npz --init edgecodec/data/weights \
     --out $RUN --resume --time-budget "$BUDGET" --batch "$BATCH" --crop "$CROP" --schedule cosine --lr "$LR" --lr-final 1e-6 \
-    --compile "$COMPILE" --ckpt-every 60 --log-every 2000 --ship $RUN/weights
+    --compile "$COMPILE" --qat-tail "$QAT_TAIL" --ckpt-every 60 --log-every 2000 --ship $RUN/weights
   echo "train rc=$?"
 } 2>&1 | tee "$OUT/train.out"
 cp $RUN/log.jsonl "$OUT/" 2>/dev/null
 tar -cf "$OUT/weights.tar" -C $RUN weights 2>/dev/null
 
+[ "$POST" = 1 ] || { ls -la "$OUT"; exit 0; }
 {
   stamp "export (onnx target)"
   rm -rf $RUN/bundle
-  timeout 150 $PY -m edgecodec.cli export --target onnx --checkpoint $RUN/weights --out $RUN/bundle
+  # no validation here (~2 min of the budget): the export that ships runs on the CPU, validated
+  timeout 100 $PY -m edgecodec.cli export --target onnx --no-validate --checkpoint $RUN/weights --out $RUN/bundle
   echo "export rc=$?"
   stamp "rd.py on kodim23 (int8 ONNX Runtime) against the shipped bundle and JPEG"
   mkdir -p $RUN/kodak && cp edgecodec/data/kodim23.png $RUN/kodak/
-  timeout 100 $PY benchmarks/rd.py --kodak $RUN/kodak --bundle $RUN/bundle --checkpoint $RUN/weights \
+  timeout 80 $PY benchmarks/rd.py --kodak $RUN/kodak --bundle $RUN/bundle --checkpoint $RUN/weights \
     --previous-bundle edgecodec/data/bundle --codecs jpeg --no-fast --threads "$THREADS" $QUALITIES --out "$OUT/rd" --plot ''
   echo "rd rc=$?"
   $PY - "$OUT/rd/rd_summary.json" <<'EOF'
