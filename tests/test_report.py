@@ -200,11 +200,14 @@ def test_the_command_builds_a_report_and_fails_cleanly(tmp_path):
     assert [row["codec"] for row in saved["images"][0]["rows"]] == ["edgecodec", "jpeg", "webp"]
     assert saved["meta"]["command"].startswith("edgecodec compare ") and "--bpp 0.5" in saved["meta"]["command"]
     before = (out / "index.html").read_bytes()
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
     for args, text in [
         ((*inputs, "--out", out), "--force"),  # an existing report is kept
         ((*inputs, "--out", tmp_path / "x", "--codecs", "gif"), "unknown codec 'gif'"),
         ((*inputs, "--out", tmp_path / "x", "--bytes", "900", "--bpp", "1"), "at most one of"),
         ((inputs[0], tmp_path / "missing.png", "--out", tmp_path / "x"), "no such file"),
+        ((inputs[0], junk, "--out", tmp_path / "x", "-j", "1"), "not a readable image"),
         ((inputs[0], inputs[1], "--bytes", "900"), "give --out DIR"),
     ]:
         r = run_cli("compare", *args, "-b", "numpy")
