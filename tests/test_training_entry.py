@@ -193,3 +193,17 @@ def test_the_qat_tail_tunes_only_the_synthesis_through_the_int8_grids(tmp_path):
     assert torch.load(out / "ckpt" / OPT_FILE)["names"] == [n for n, _ in HyperpriorCodec(TINY).g_s.named_parameters(prefix="g_s")] + [
         "log_inv_gain"
     ]
+
+
+def test_held_out_crops_are_evaluated_at_the_start_and_the_end(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "crops.npy", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    save_checkpoint(HyperpriorCodec(TINY), None, {"step": 0, "elapsed": 0.0}, tmp_path / "init")
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "crops.npy"), "--init", str(tmp_path / "init"), "--out", str(out), "--device", "cpu"]
+    main([*args, "--batch", "2", "--crop", "64", "--steps", "1", "--val-crops", "1"])
+    val = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    assert [v["step"] for v in val] == [0, 1]
+    assert all(len(v["val"]["bpp"]) == len(v["val"]["psnr"]) == TINY.levels and v["val"]["loss"] > 0 for v in val)
+    with pytest.raises(SystemExit, match="between 1 and 2"):
+        main([*args, "--steps", "1", "--crop", "64", "--val-crops", "3"])

@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--qat-tail", type=float, default=0.0, help="fraction of the budget, at its end, for QAT of the synthesis")
     ap.add_argument("--qat-lr", type=float, default=2e-5)
     ap.add_argument("--recalibrate", type=int, default=400, help="QAT steps between range calibrations")
+    ap.add_argument("--val-crops", type=int, default=0, help="packed crops held out of training; their loss is logged (rounded latents)")
+    ap.add_argument("--val-every", type=float, default=60.0, help="seconds between held-out evaluations (also at the start and end)")
     ap.add_argument("--ship", type=Path, default=None, help="at the end, write the shipped form of the weights (fp16 convs) here")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -320,7 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     print(load_optimizer(src, opt, model, state["step"], state.get("qat_step", 0)) if src is not None else "fresh Adam", flush=True)
     lambdas = torch.tensor(model.config.lambdas, device=dev)
 
+    val = None
     if a.data.is_dir():
+        if a.val_crops:
+            raise SystemExit("--val-crops needs packed crops (edgecodec.models.crops)")
         imgs = [torch.from_numpy(im).to(dev).permute(2, 0, 1).contiguous() for im in load_images(a.data, a.crop)]
         print(f"{len(imgs)} images on {dev}", flush=True)
 
@@ -334,6 +339,13 @@ def main(argv: list[str] | None = None) -> None:
         if min(packed.shape[1:3]) < a.crop:
             raise SystemExit(f"--crop {a.crop} is larger than the packed crops ({packed.shape[1]}x{packed.shape[2]})")
         print(f"{packed.shape[0]} crops of {packed.shape[1]}x{packed.shape[2]} on {dev} ({time.perf_counter() - t0:.1f}s)", flush=True)
+        if a.val_crops:
+            if not 0 < a.val_crops < packed.shape[0]:
+                raise SystemExit(f"--val-crops must be between 1 and {packed.shape[0] - 1}")
+            h, w = (packed.shape[1] // 64) * 64, (packed.shape[2] // 64) * 64
+            val = packed[-a.val_crops :, :h, :w].permute(0, 3, 1, 2).float().div(255.0)
+            packed = packed[: -a.val_crops]
+            print(f"{a.val_crops} crops held out for validation, {packed.shape[0]} for training", flush=True)
 
         def batch() -> torch.Tensor:
             return sample_crops(packed, a.batch, a.crop)
@@ -354,6 +366,38 @@ def main(argv: list[str] | None = None) -> None:
         return rd_loss(out, x, lambdas[q])
 
     step_loss = torch.compile(loss_of) if a.compile == "on" else loss_of
+
+    @torch.no_grad()
+    def validate() -> dict:
+        """The training loss of the held-out crops at every level, latents rounded as the coder does
+        (eval mode) and pixels clamped: the rate is the model's estimate, not a file's."""
+        was = model.training
+        model.eval()
+        levels = model.config.levels
+        x_all = val.repeat_interleave(levels, 0)
+        q_all = torch.arange(levels, device=dev).repeat(val.shape[0])
+        bpp, mse = [], []
+        for i in range(0, x_all.shape[0], 16):
+            x, q = x_all[i : i + 16], q_all[i : i + 16]
+            with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, q)
+            r = rd_loss(out, x, lambdas[q])
+            bpp.append(r["bpp"].float())
+            mse.append(r["mse"].float())
+        model.train(was)
+        bpp_l, mse_l = torch.cat(bpp).view(-1, levels), torch.cat(mse).view(-1, levels)  # crop × level
+        loss = (lambdas * 255.0**2 * mse_l + bpp_l).mean()
+        psnr_l = (-10 * torch.log10(mse_l.clamp_min(1e-10))).mean(0)
+        return {
+            "loss": round(float(loss), 4),
+            "bpp": [round(float(v), 4) for v in bpp_l.mean(0)],
+            "psnr": [round(float(v), 3) for v in psnr_l],
+        }
+
+    def log_val(log) -> None:
+        if val is not None:
+            rec = {"val": validate(), "step": state["step"], "qat_step": state.get("qat_step", 0)}
+            log_record(log, {**rec, "elapsed": round(run_elapsed(), 1)})
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -417,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         _sync(dev)
         return (time.perf_counter() - t) / n
 
+    log_val(log)  # the starting point (the shipped model's value, on a run from --init)
+    last_val = time.time()
     if a.compile == "auto" and not in_qat:  # real training steps, on the schedule: only the compilation itself is overhead
         compiled = torch.compile(loss_of)
         t_eager = timed(loss_of, a.probe_steps)
@@ -466,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
             log_record(log, rec)
             acc = {k: [] for k in acc}
             t_log, s_log = time.perf_counter(), state["run_step"]
+        if time.time() - last_val > a.val_every:
+            log_val(log)
+            last_val = time.time()
         if time.time() - last_ck > a.ckpt_every:
             state["run_elapsed"] = run_elapsed()
             state["elapsed"] = el0 + state["run_elapsed"] - rel0
@@ -473,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
             last_ck = time.time()
     _sync(dev)
     dt = time.perf_counter() - t_start
+    log_val(log)
     state["run_elapsed"] = run_elapsed()
     state["elapsed"] = el0 + state["run_elapsed"] - rel0
     save_checkpoint(model, opt, state, ckdir)
