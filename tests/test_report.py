@@ -261,7 +261,7 @@ REGIONS = """sec => [...sec.querySelectorAll('.viewport')].map(v => {
 })"""
 
 
-def same_region(regions, tol=0.5):
+def same_region(regions, tol=0.05):  # image px: panels of any size show the same region
     first = regions[0]
     for r in regions[1:]:
         assert all(abs(a - b) <= tol for a, b in zip(r, first)), (first, r)

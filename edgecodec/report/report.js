@@ -22,8 +22,10 @@
       img.style.height = H + 'px';
     });
 
-    function scaleOf(v) { return (v.clientWidth / W) * st.z; }
-    function maxZoom() { return Math.max(1, (MAX_PIXEL_SCALE * W) / Math.max(1, slider.clientWidth)); }
+    // fractional sizes (clientWidth rounds to whole pixels: a panel would be off by ~0.2% of the image)
+    function size(v) { var r = v.getBoundingClientRect(); return { w: r.width, h: r.height }; }
+    function scaleOf(v) { return (size(v).w / W) * st.z; }
+    function maxZoom() { return Math.max(1, (MAX_PIXEL_SCALE * W) / Math.max(1, size(slider).w)); }
 
     function render() {
       st.z = clampTo(st.z, 1, maxZoom());
@@ -31,8 +33,8 @@
       st.cx = clampTo(st.cx, hw, W - hw);
       st.cy = clampTo(st.cy, hh, H - hh);
       views.forEach(function (v) {
-        var s = scaleOf(v);
-        var t = 'translate(' + (v.clientWidth / 2 - st.cx * s) + 'px,' + (v.clientHeight / 2 - st.cy * s) + 'px) scale(' + s + ')';
+        var d = size(v), s = (d.w / W) * st.z;
+        var t = 'translate(' + (d.w / 2 - st.cx * s) + 'px,' + (d.h / 2 - st.cy * s) + 'px) scale(' + s + ')';
         Array.prototype.forEach.call(v.querySelectorAll('img.zimg'), function (img) { img.style.transform = t; });
         v.classList.toggle('zoomed', st.z > 1.0001);
         v.classList.toggle('pixels', s >= 3);
@@ -43,15 +45,15 @@
 
     // zoom by ``factor`` keeping the image point under (px, py) of viewport ``v`` where it is
     function zoomAt(v, factor, px, py) {
-      var s = scaleOf(v);
-      var ix = st.cx + (px - v.clientWidth / 2) / s, iy = st.cy + (py - v.clientHeight / 2) / s;
+      var d = size(v), s = scaleOf(v);
+      var ix = st.cx + (px - d.w / 2) / s, iy = st.cy + (py - d.h / 2) / s;
       st.z = clampTo(st.z * factor, 1, maxZoom());
       var s2 = scaleOf(v);
-      st.cx = ix - (px - v.clientWidth / 2) / s2;
-      st.cy = iy - (py - v.clientHeight / 2) / s2;
+      st.cx = ix - (px - d.w / 2) / s2;
+      st.cy = iy - (py - d.h / 2) / s2;
       render();
     }
-    function zoomCentre(factor) { zoomAt(slider, factor, slider.clientWidth / 2, slider.clientHeight / 2); }
+    function zoomCentre(factor) { var d = size(slider); zoomAt(slider, factor, d.w / 2, d.h / 2); }
 
     function setSplit(p) {
       p = clampTo(+p, 0, 100);
@@ -83,7 +85,7 @@
         if (what === 'in') zoomCentre(2);
         else if (what === 'out') zoomCentre(0.5);
         else if (what === 'fit') { st.z = 1; render(); }
-        else zoomCentre(W / slider.clientWidth / st.z); // 1:1
+        else zoomCentre(W / size(slider).w / st.z); // 1:1
       });
     });
 
@@ -154,10 +156,10 @@
         zoomAt(v, Math.exp(-clampTo(e.deltaY, -100, 100) * 0.01), p.x, p.y);
       }, { passive: false });
       v.addEventListener('keydown', function (e) {
-        var s = scaleOf(v), step = (0.15 * v.clientWidth) / s;
+        var d = size(v), step = (0.15 * d.w) / scaleOf(v);
         var k = e.key;
-        if (k === '+' || k === '=') zoomAt(v, 2, v.clientWidth / 2, v.clientHeight / 2);
-        else if (k === '-' || k === '_') zoomAt(v, 0.5, v.clientWidth / 2, v.clientHeight / 2);
+        if (k === '+' || k === '=') zoomAt(v, 2, d.w / 2, d.h / 2);
+        else if (k === '-' || k === '_') zoomAt(v, 0.5, d.w / 2, d.h / 2);
         else if (k === '0') { st.z = 1; render(); }
         else if (v === slider && st.z <= 1.0001 && (k === 'ArrowLeft' || k === 'ArrowRight')) setSplit(+range.value + (k === 'ArrowLeft' ? -2 : 2));
         else if (k === 'ArrowLeft') { st.cx -= step; render(); }
