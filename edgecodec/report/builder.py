@@ -344,6 +344,8 @@ def build(
     if panels not in PANELS:
         raise InputError(f"panels must be one of {', '.join(PANELS)}, got {panels!r}")
     BackendSpec.parse(backend)
+    out = Path(out)
+    check_output(out, force)
     bundle = Bundle(model)
     if target.kind == "quality":
         q = bundle.levels / 2 if target.value is None else float(target.value)
@@ -354,8 +356,6 @@ def build(
         raise InputError(f"--bytes must be a whole number of bytes >= 1, got {target.value}")
     elif target.kind == "bpp" and not (target.value is not None and 0 < target.value < 64):
         raise InputError(f"--bpp must be a positive number of bits per pixel, got {target.value}")
-    out = Path(out)
-    check_output(out, force)
     versions = classical.setup_pillow(codecs, 1)
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs or cores, len(images)))
