@@ -37,7 +37,7 @@ stamp() { echo "== $(($(date +%s) - t0)) s: $*"; }
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
   timeout -s TERM $((BUDGET + 150)) $PY -m edgecodec.models.train --data traindata/crops.npz --init edgecodec/data/weights \
     --out $RUN --resume --time-budget "$BUDGET" --batch "$BATCH" --crop "$CROP" --schedule cosine --lr "$LR" --lr-final 1e-6 \
-    --compile "$COMPILE" --qat-tail "$QAT_TAIL" --val-crops "$VAL" --val-every 30 --ckpt-every 60 --log-every 2000 --ship $RUN/weights
+    --compile "$COMPILE" --qat-tail "$QAT_TAIL" --recalibrate 1000 --val-crops "$VAL" --val-every 30 --ckpt-every 60 --log-every 2000 --ship $RUN/weights
   echo "train rc=$?"
 } 2>&1 | tee "$OUT/train.out"
 cp $RUN/log.jsonl "$OUT/" 2>/dev/null
@@ -64,9 +64,10 @@ try:
     bd = {(e["test"], e["anchor"]): e["psnr"] for e in json.load(open(sys.argv[1]))["bd_rate"]}
 except (OSError, ValueError, KeyError) as e:
     sys.exit(f"no rd summary ({e})")
+pct = lambda v: "n/a" if v is None else f"{v:+.2f}%"
 v = bd.get(("edgecodec-int8", "edgecodec-int8-previous"))
-print(f"BD-rate int8 new vs shipped (kodim23 only): {v if v is None else f'{v:+.2f}%'}; "
-      f"vs JPEG new {bd.get(('edgecodec-int8', 'jpeg'))}, shipped {bd.get(('edgecodec-int8-previous', 'jpeg'))}")
+print(f"BD-rate int8 new vs shipped (kodim23 only): {pct(v)}; "
+      f"vs JPEG: new {pct(bd.get(('edgecodec-int8', 'jpeg')))}, shipped {pct(bd.get(('edgecodec-int8-previous', 'jpeg')))}")
 print("candidate: confirm on all of Kodak on the CPU" if v is not None and v <= -1.0 else "not a candidate on this image")
 EOF
   stamp "done"
