@@ -207,3 +207,22 @@ def test_held_out_crops_are_evaluated_at_the_start_and_the_end(tmp_path):
     assert all(len(v["val"]["bpp"]) == len(v["val"]["psnr"]) == TINY.levels and v["val"]["loss"] > 0 for v in val)
     with pytest.raises(SystemExit, match="between 1 and 2"):
         main([*args, "--steps", "1", "--crop", "64", "--val-crops", "3"])
+
+
+def test_compile_auto_falls_back_to_eager_when_the_compiler_fails(tmp_path, monkeypatch):
+    def broken(fn):
+        def run(*args):
+            raise RuntimeError("no compiler here")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    np.save(tmp_path / "crops.npy", np.zeros((2, 64, 64, 3), np.uint8))
+    save_checkpoint(HyperpriorCodec(TINY), None, {"step": 0, "elapsed": 0.0}, tmp_path / "init")
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "crops.npy"), "--init", str(tmp_path / "init"), "--out", str(out), "--device", "cpu"]
+    main([*args, "--batch", "1", "--crop", "64", "--steps", "5", "--compile", "auto", "--probe-steps", "1", "--log-every", "1"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    probe = next(r["compile_probe"] for r in log if "compile_probe" in r)
+    assert probe["kept"] is False and "no compiler here" in probe["error"]
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 5  # the probe's 2 eager steps, then 3 more

@@ -467,15 +467,20 @@ def main(argv: list[str] | None = None) -> None:
         compiled = torch.compile(loss_of)
         t_eager = timed(loss_of, a.probe_steps)
         t0 = time.perf_counter()
-        train_step(compiled)
-        _sync(dev)
-        t_compile = time.perf_counter() - t0
-        t_compiled = timed(compiled, a.probe_steps)
-        keep = t_compiled < 0.97 * t_eager
-        step_loss = compiled if keep else loss_of
-        rec = {"compile_probe": {"eager_steps_s": round(1 / t_eager, 3), "compiled_steps_s": round(1 / t_compiled, 3)}}
-        rec["compile_probe"].update(compile_s=round(t_compile, 1), kept=keep, steps=2 * a.probe_steps + 3)
-        log_record(log, rec)
+        try:
+            train_step(compiled)
+            _sync(dev)
+            t_compile = time.perf_counter() - t0
+            t_compiled = timed(compiled, a.probe_steps)
+        except Exception as e:  # a compiler that fails on this machine must not cost the run: train eager
+            err = f"{type(e).__name__}: {e}"[:500]
+            log_record(log, {"compile_probe": {"eager_steps_s": round(1 / t_eager, 3), "error": err, "kept": False}})
+        else:
+            keep = t_compiled < 0.97 * t_eager
+            step_loss = compiled if keep else loss_of
+            rec = {"compile_probe": {"eager_steps_s": round(1 / t_eager, 3), "compiled_steps_s": round(1 / t_compiled, 3)}}
+            rec["compile_probe"].update(compile_s=round(t_compile, 1), kept=keep, steps=2 * a.probe_steps + 3)
+            log_record(log, rec)
 
     last_ck = time.time()
     acc: dict[str, list[torch.Tensor]] = {}
