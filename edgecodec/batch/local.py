@@ -10,7 +10,9 @@ that has runtime thread pools is unsafe.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -48,11 +50,36 @@ def _worker_main(conn, settings: Settings) -> None:
             return
 
 
+# numpy's BLAS (and OpenMP in some runtimes) start a thread per core in every process unless told
+# otherwise: N workers would each spin on every core, and measured here 2 workers then ran 1.12x one
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """The environment variables that hold a worker's libraries to ``threads`` (the user's own win)."""
+    return {k: os.environ.get(k, str(threads)) for k in THREAD_VARIABLES}
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class _Proc:
     def __init__(self, ctx, settings: Settings):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, settings), daemon=True)
-        self.proc.start()
+        with _environment(thread_environment(settings.threads)):  # a spawned child copies os.environ at start
+            self.proc.start()
         child.close()
         self.inflight: deque[Task] = deque()
         self.ready = False

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from ..errors import BackendUnavailableError, EdgecodecError
 from .journal import Task
-from .local import DEPTH, MAX_ATTEMPTS, MAX_DEATHS
+from .local import DEPTH, MAX_ATTEMPTS, MAX_DEATHS, thread_environment
 from .work import Settings, Worker
 
 
@@ -67,7 +67,12 @@ class RayEngine:
                 raise EdgecodecError(f"cannot start or reach Ray{' at ' + self.address if self.address else ''}: {e}") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n = self.workers or max(1, cpus // self.settings.threads)
-        self._actor = ray.remote(num_cpus=self.settings.threads, max_restarts=MAX_ATTEMPTS, max_task_retries=MAX_ATTEMPTS - 1)(_Actor)
+        self._actor = ray.remote(
+            num_cpus=self.settings.threads,
+            max_restarts=MAX_ATTEMPTS,
+            max_task_retries=MAX_ATTEMPTS - 1,
+            runtime_env={"env_vars": thread_environment(self.settings.threads)},
+        )(_Actor)
         self.actors = [self._actor.remote(self.settings) for _ in range(n)]
         self.replacements = 0
         return ray
