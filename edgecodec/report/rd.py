@@ -10,10 +10,7 @@ from html import escape
 
 import numpy as np
 
-
-def msssim_db(v: float) -> float:
-    """MS-SSIM on a dB scale: -10 log10(1 - v)."""
-    return math.inf if v >= 1.0 else -10.0 * math.log10(1.0 - v)
+from ..metrics import msssim_db
 
 
 def _curve(rates: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +40,7 @@ def bd_rate(
     difference d gives ``100 * (exp(d) - 1)``. Non-finite or non-positive-rate points are dropped; of
     points with equal quality the lowest rate is kept. Each curve needs ``min_points`` points, the
     ranges must overlap, and together the curves need ``min_points`` points inside the overlap. Never
-    extrapolates. (The benchmarks' definition, ``benchmarks/metrics.py``.)"""
+    extrapolates. (``benchmarks/metrics.py`` and ``benchmarks/rd.py`` use this one.)"""
     from scipy.interpolate import PchipInterpolator
 
     qa, la = _curve(rate_anchor, quality_anchor)
