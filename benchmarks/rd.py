@@ -31,6 +31,7 @@ import numpy as np
 from edgecodec.classical import CLASSICAL, run_classical, save_params, setup_pillow
 from edgecodec.classical import LABELS as CLASSICAL_LABELS
 from edgecodec.errors import InputError
+from edgecodec.report.render import finite  # the report writes its JSON the same way
 
 if __package__:
     from .kodak import default_kodak
@@ -183,19 +184,6 @@ def print_report(agg: dict[str, list[dict]], bd: list[dict], checks: dict) -> No
     print(f"Decoder check: {checks['decoded']} edgecodec streams decoded, {n_bad} differed from the encoder's reconstruction")
     for line in checks["decode_mismatch"][:10] + checks["psnr_mismatch"][:10]:
         print(f"  ! {line}")
-
-
-def finite(o):
-    """JSON-safe copy: non-finite floats become null."""
-    if isinstance(o, dict):
-        return {k: finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [finite(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
