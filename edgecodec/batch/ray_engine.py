@@ -55,7 +55,9 @@ class RayEngine:
 
     def describe(self) -> str:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-        return f"{len(self.actors) or self.workers} Ray actor(s) x {self.settings.threads} runtime thread(s) on {where}"
+        n = len(self.actors) or self.workers
+        actors = f"{n} Ray actor(s)" if n else f"one Ray actor per {self.settings.threads} cluster CPU(s)"
+        return f"{actors} x {self.settings.threads} runtime thread(s) on {where}"
 
     def _start(self):
         ray = _ray()
