@@ -105,7 +105,17 @@ def batch_job(src: Path, dst: Path, quality: float, backend: str, engine: str, w
         eng = RayEngine(s, workers, None, num_cpus=workers * threads)
     else:
         eng = batch.engine("local", s, workers)
-    summary = batch.run(src, dst, s, eng, progress=False, on_record=on_record(eng) if on_record else None)
+    stamps: list[float] = []
+    inner = on_record(eng) if on_record else None
+
+    def record(task, out):
+        stamps.append(time.perf_counter())
+        if inner:
+            inner(task, out)
+
+    summary = batch.run(src, dst, s, eng, progress=False, on_record=record)
+    # files/s between the first and the last result: the rate once every worker is up
+    summary.steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
     return time.perf_counter() - t0, summary, eng
 
 
@@ -220,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             if summary is not None:
                 results[name]["done"] = summary.done_now
                 results[name]["failed"] = summary.failed
-                extra = f"  ({summary.done_now} done, {summary.failed} failed)"
+                results[name]["steady_images_per_s"] = summary.steady
+                extra = f"  ({summary.done_now} done, {summary.failed} failed; {summary.steady:.2f} images/s from first to last file)"
             print(f"{name:<34} {seconds:7.1f} s  {ips:6.2f} images/s{extra}", flush=True)
 
         row(f"plain loop, {n_cores} threads", plain_loop_process(files, src, tmp / "plain", a.quality, a.backend, n_cores))
