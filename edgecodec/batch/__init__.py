@@ -16,18 +16,18 @@ ENGINES = ("local", "ray")
 
 
 def engine(name: str, settings: Settings, workers: int, address: str | None = None):
-    """The engine ``name`` for this job. The local engine opens the backend here first, so a missing
-    runtime is one error before any worker starts, and 'auto' measures this host once, not per worker."""
+    """The engine ``name`` for this job. For the local engine the backend's runtime is checked here,
+    so a missing one is one error before any worker starts (the workers load the model; the driver
+    does not). 'auto' measures in the workers, one at a time (``selection``'s lock)."""
     from ..errors import InputError
 
     if name == "local":
         if address is not None:
             raise InputError("--address needs --engine ray")
-        from ..bundle import Bundle
-        from ..runtimes.base import open_backend
+        from ..runtimes.base import available_class
         from .local import LocalEngine
 
-        open_backend(settings.backend, Bundle(settings.model), threads=settings.threads)
+        available_class(settings.backend)
         return LocalEngine(settings, workers)
     if name == "ray":
         from .ray_engine import RayEngine

@@ -72,18 +72,15 @@ def walk(root: Path, suffixes: set[str], skip: Path | None = None, warn: Callabl
         stack.extend(reversed(subdirs))
 
 
-def sweep_temporaries(dst: Path) -> int:
+def sweep_temporaries(dst: Path) -> None:
     """Remove the temporary files a killed run left (outputs are renamed into place whole)."""
-    n = 0
     for folder, _, files in os.walk(dst):
         for f in files:
             if _TEMP.match(f):
                 try:
                     os.unlink(os.path.join(folder, f))
-                    n += 1
                 except OSError:
                     pass
-    return n
 
 
 @dataclass
@@ -100,7 +97,6 @@ class Summary:
     failures: list = field(default_factory=list)
     csv: Path | None = None
     interrupted: bool = False
-    swept: int = 0
 
     @property
     def failed(self) -> int:
@@ -205,7 +201,9 @@ def run(
     summary = Summary()
     run_id, crashed = journal.begin_run(key)
     if crashed:
-        summary.swept = sweep_temporaries(dst)
+        sweep_temporaries(dst)
+    # a first walk only counts (d_type, no stat) for the bar's total; the second streams the tasks, so
+    # a huge tree is never held in memory
     summary.files = sum(1 for _ in walk(src, suffixes, skip))
     bar = _Bar(progress, summary.files, "decoding" if settings.mode == DECODE else "encoding")
     t0 = time.perf_counter()

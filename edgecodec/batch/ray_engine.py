@@ -81,7 +81,7 @@ class RayEngine:
 
     def run(self, tasks: Iterator[Task], on_result: Callable[[Task, dict], None]) -> None:
         ray = self._start()
-        from ray.exceptions import GetTimeoutError, RayActorError, RayError
+        from ray.exceptions import RayActorError, RayError
 
         load = [0] * len(self.actors)
         inflight: dict = {}  # ObjectRef -> (task, actor index, actor)
@@ -110,7 +110,7 @@ class RayEngine:
                 load[a] -= 1
                 try:
                     out = ray.get(ref)
-                except (RayActorError, GetTimeoutError, RayError) as e:
+                except RayError as e:  # RayActorError among them
                     # past Ray's own restarts and retries: a fresh actor replaces this one, and the
                     # file goes to the least loaded actor, or fails after MAX_ATTEMPTS
                     if isinstance(e, RayActorError) and self.actors[a] is actor:

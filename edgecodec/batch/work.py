@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,8 +40,9 @@ class Settings:
             return settings_key({"mode": DECODE, "model": self.model_digest})
         return settings_key({"mode": ENCODE, "model": self.model_digest, "quality": self.quality, "target_psnr": self.target_psnr})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def memory(self) -> dict:
+        """``max_memory`` as codec's keyword, none when unset (the library's default)."""
+        return {"max_memory": self.max_memory} if self.max_memory else {}
 
 
 class Worker:
@@ -79,11 +80,10 @@ class Worker:
 
         s = self.settings
         img = read_image(task.src)
-        memory = {"max_memory": s.max_memory} if s.max_memory else {}
         if s.target_psnr is not None:
-            res = codec.encode(img, None, self.backend, self.bundle, target_psnr=s.target_psnr, **memory)
+            res = codec.encode(img, None, self.backend, self.bundle, target_psnr=s.target_psnr, **s.memory())
         else:
-            res = codec.encode(img, s.quality, self.backend, self.bundle, **memory)
+            res = codec.encode(img, s.quality, self.backend, self.bundle, **s.memory())
         atomic_write(task.dst, res.data, force=True)
         if s.decode_check:
             self._check(task, res.reconstruction)
@@ -124,8 +124,7 @@ class Worker:
 
         with open(task.src, "rb") as f:
             data = f.read()
-        memory = {"max_memory": self.settings.max_memory} if self.settings.max_memory else {}
-        res = codec.decode(data, self.backend, self.bundle, **memory)
+        res = codec.decode(data, self.backend, self.bundle, **self.settings.memory())
         png = encode_image(res.image, ".png")
         atomic_write(task.dst, png, force=True)
         m = res.metrics  # what the encoder stored (v2 files); v1 files carry none

@@ -111,21 +111,31 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(mod), cls)
 
 
-def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None, announce=None) -> Backend:
-    """Instantiate a backend by name; 'auto' (or ``$EDGECODEC_BACKEND`` when set) measures and picks.
-
-    ``announce`` (a callable taking one line) is told when 'auto' has to measure on this host.
-    """
+def available_class(spec: str | BackendSpec) -> tuple[BackendSpec, type[Backend] | None]:
+    """The spec that ``open_backend`` would open (``$EDGECODEC_BACKEND`` applied to 'auto') and its
+    class, None for 'auto'; BackendUnavailableError when that runtime is not installed here. Nothing
+    is loaded: a driver can check a name for its workers without paying for a model."""
     if isinstance(spec, str):
         spec = BackendSpec.parse(spec)
     if spec.name == "auto" and os.environ.get("EDGECODEC_BACKEND", "auto") != "auto":
         spec = BackendSpec.parse(os.environ["EDGECODEC_BACKEND"])
     if spec.name == "auto":
-        from .selection import choose
-
-        return choose(bundle, threads=threads, announce=announce)
+        return spec, None
     cls = backend_class(spec.name)
     why = cls.probe()
     if why:
         raise BackendUnavailableError(f"backend {spec.name} is unavailable: {why}")
+    return spec, cls
+
+
+def open_backend(spec: str | BackendSpec, bundle, threads: int | None = None, announce=None) -> Backend:
+    """Instantiate a backend by name; 'auto' (or ``$EDGECODEC_BACKEND`` when set) measures and picks.
+
+    ``announce`` (a callable taking one line) is told when 'auto' has to measure on this host.
+    """
+    spec, cls = available_class(spec)
+    if cls is None:
+        from .selection import choose
+
+        return choose(bundle, threads=threads, announce=announce)
     return cls(bundle, device=spec.device, threads=threads)
