@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "batch.json")
     a = ap.parse_args(argv)
 
-    from edgecodec.batch.job import cores
+    from edgecodec.runtimes.base import cores
 
     n_cores = cores()
     tmp = Path(tempfile.mkdtemp(prefix="edgecodec-batch-bench-"))

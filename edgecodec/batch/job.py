@@ -18,19 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..runtimes.base import cores
 from .journal import Journal, Task
 from .work import DECODE, ENCODE, Settings
 
 CSV_NAME = "edgecodec-batch.csv"
 # io.atomic_write's temporary names: '.' + output name + '.' + 8 hex digits + '.tmp'
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def input_suffixes(mode: str) -> set[str]:

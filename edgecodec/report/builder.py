@@ -329,7 +329,7 @@ def build(
     """Write the report for ``images`` into the folder ``out`` (``index.html``, ``images/``,
     ``results.json``); returns the summary. The folder appears whole or not at all."""
     from ..bundle import Bundle
-    from ..runtimes.base import BackendSpec
+    from ..runtimes.base import BackendSpec, cores
     from . import render
 
     images = [Path(p) for p in images]
@@ -357,9 +357,9 @@ def build(
     elif target.kind == "bpp" and not (target.value is not None and 0 < target.value < 64):
         raise InputError(f"--bpp must be a positive number of bits per pixel, got {target.value}")
     versions = classical.setup_pillow(codecs, 1)
-    cores = os.cpu_count() or 1
-    jobs = max(1, min(jobs or cores, len(images)))
-    threads = threads or max(1, cores // jobs)
+    n_cores = cores()
+    jobs = max(1, min(jobs or n_cores, len(images)))
+    threads = threads or max(1, n_cores // jobs)
     settings = Settings(
         target, tuple(codecs), backend, str(model) if model else None, threads, max_memory, panels, sweep_levels(bundle.levels)
     )

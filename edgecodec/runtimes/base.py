@@ -111,6 +111,15 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(mod), cls)
 
 
+def cores() -> int:
+    """The CPUs this process may run on (its affinity, where the OS has one): what worker processes
+    times runtime threads should add up to."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def available_class(spec: str | BackendSpec) -> tuple[BackendSpec, type[Backend] | None]:
     """The spec that ``open_backend`` would open (``$EDGECODEC_BACKEND`` applied to 'auto') and its
     class, None for 'auto'; BackendUnavailableError when that runtime is not installed here. Nothing
