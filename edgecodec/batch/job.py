@@ -248,6 +248,8 @@ def run(
         status = "interrupted"
     finally:
         bar.close()
+        if getattr(engine, "deaths", 0):  # a worker killed mid-write left its temporary file
+            sweep_temporaries(dst)
         summary.seconds = time.perf_counter() - t0
         journal.end_run(run_id, status)
         summary.totals = journal.totals(key)

@@ -92,6 +92,7 @@ class LocalEngine:
         self.settings = settings
         self.workers = workers
         self.pids: list[int] = []
+        self.deaths = 0  # worker processes that died in the last run (each may have left a temporary file)
 
     def describe(self) -> str:
         return f"{self.workers} worker process{'es' if self.workers > 1 else ''} x {self.settings.threads} runtime thread(s)"
@@ -105,7 +106,7 @@ class LocalEngine:
         procs = [_Proc(ctx, self.settings) for _ in range(self.workers)]
         retry: deque[Task] = deque([first])
         exhausted = False
-        deaths = 0
+        self.deaths = 0
 
         def next_task() -> Task | None:
             nonlocal exhausted
@@ -146,9 +147,9 @@ class LocalEngine:
                         except (EOFError, OSError):
                             msg = None
                     if msg is None:  # the sentinel fired, or the pipe broke: the process is gone
-                        deaths += 1
-                        if deaths > MAX_DEATHS:
-                            raise EdgecodecError(f"{deaths} worker processes died; stopping (last exit code {p.proc.exitcode})")
+                        self.deaths += 1
+                        if self.deaths > MAX_DEATHS:
+                            raise EdgecodecError(f"{self.deaths} worker processes died; stopping (last exit code {p.proc.exitcode})")
                         p.proc.join(5)
                         why = _death(p.proc.exitcode)
                         if p.inflight:

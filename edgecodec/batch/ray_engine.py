@@ -32,10 +32,14 @@ def _ray():
 
 class _Actor:
     def __init__(self, settings: Settings):
+        import ray
+
         self.worker = Worker(settings)
+        # Ray restarts a dead actor and retries its tasks without telling the driver: say so in results
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
 
     def run(self, task: Task) -> dict:
-        return self.worker.run(task)
+        return {**self.worker.run(task), "restarted": self.restarted}
 
     def pid(self) -> int:
         import os
@@ -52,6 +56,7 @@ class RayEngine:
         self.address = address
         self.num_cpus = num_cpus  # for a local ray.init() only
         self.actors: list = []
+        self.deaths = 0
 
     def describe(self) -> str:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
@@ -86,6 +91,8 @@ class RayEngine:
         load = [0] * len(self.actors)
         inflight: dict = {}  # ObjectRef -> (task, actor index, actor)
         retry: list[Task] = []
+        restarted: set[int] = set()
+        self.deaths = 0  # actors that died in this run (each may have left a temporary file)
         source = iter(tasks)
         exhausted = False
         while True:
@@ -114,6 +121,7 @@ class RayEngine:
                     # past Ray's own restarts and retries: a fresh actor replaces this one, and the
                     # file goes to the least loaded actor, or fails after MAX_ATTEMPTS
                     if isinstance(e, RayActorError) and self.actors[a] is actor:
+                        self.deaths += 1
                         self.replacements += 1
                         if self.replacements > MAX_DEATHS:
                             raise EdgecodecError(f"{self.replacements} Ray actors died; stopping") from None
@@ -125,6 +133,9 @@ class RayEngine:
                     else:
                         retry.append(replace(t, attempts=t.attempts + 1))
                     continue
+                if out.pop("restarted", False) and id(actor) not in restarted:
+                    restarted.add(id(actor))  # one death noticed per restarted actor
+                    self.deaths += 1
                 on_result(t, out)
 
     def worker_pids(self) -> list[int]:
